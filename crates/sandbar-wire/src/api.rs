@@ -1,0 +1,1 @@
+//! API (`/api/...`) request and response bodies.

@@ -1,0 +1,1 @@
+//! Toolbox (`{toolboxProxyUrl}/{sandboxId}/...`) request and response bodies, served by the agent.
