@@ -23,6 +23,9 @@ pub struct SandboxSpec {
     pub hostname: String,
     /// Snapshot (root filesystem image) name.
     pub snapshot: String,
+    /// Default user for commands and file operations inside (`daytona` or `root`, or any user of
+    /// the snapshot's `/etc/passwd`).
+    pub user: String,
     /// Environment given to every process in the sandbox (in addition to the defaults).
     pub env: BTreeMap<String, String>,
     pub resources: Resources,

@@ -1,0 +1,71 @@
+//! The jail's input and output, exchanged with the runtime as JSON.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the jail helper needs to start one sandbox. Paths are host paths unless noted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JailConfig {
+    pub hostname: String,
+    /// First host uid/gid of the sandbox's range; uid 0 inside is `uid_base` outside.
+    pub uid_base: u32,
+    pub id_count: u32,
+    /// Root filesystem: an overlay of `root` with, optionally, a second overlay at `/usr`.
+    pub root: OverlayLayer,
+    pub usr: Option<OverlayLayer>,
+    /// Bind mounts applied inside the new root after the overlays (files or directories).
+    pub binds: Vec<BindMount>,
+    /// cgroup directories (one per v1 controller, or the single v2 directory) to join.
+    pub cgroups: Vec<PathBuf>,
+    /// Where to create the agent's listening socket (host side, never visible inside).
+    pub socket_path: PathBuf,
+    /// The executable to run as PID 1 (this very binary), opened before pivot_root.
+    pub agent_exe: PathBuf,
+    pub agent_args: Vec<String>,
+    pub agent_env: Vec<(String, String)>,
+    pub network: NetworkConfig,
+}
+
+/// One overlay mount: a read-only lower directory (mounted idmapped into the sandbox's uid
+/// range, `nosuid`), a per-sandbox upper and work directory, and the mount point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverlayLayer {
+    pub lower: PathBuf,
+    /// An empty directory where the idmapped view of `lower` is attached.
+    pub lower_mount: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Root overlay: a host directory. `/usr` overlay: ignored (mounted at `<root>/usr`).
+    pub target: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Host path of the source; when `source_subpath` is set, the source is that path
+    /// resolved *inside* `source` (never leaving it, whatever symlinks it contains).
+    pub source: PathBuf,
+    pub source_subpath: Option<String>,
+    /// Absolute path inside the sandbox, resolved inside the new root.
+    pub target: String,
+    pub read_only: bool,
+    /// Attach the source through the sandbox's id mapping, so files stored on disk with
+    /// uid n appear as uid n inside (and the sandbox's writes are stored as n). Volumes and
+    /// snapshot layers are stored this way, independent of any sandbox's host uid range.
+    pub idmap: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Loopback only.
+    pub block_all: bool,
+    /// Path of slirp4netns for outbound access (ignored when `block_all`).
+    pub slirp4netns: Option<PathBuf>,
+}
+
+/// What the jail prints on success.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct JailResult {
+    pub pid: i32,
+    pub start_time: u64,
+}

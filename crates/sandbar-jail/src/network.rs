@@ -1,0 +1,47 @@
+//! Outbound network access through slirp4netns, a user-space TCP/IP stack: the sandbox gets
+//! a tap device with 10.0.2.100/24, a gateway and a DNS forwarder, and nothing on the host
+//! side changes. `--disable-host-loopback` keeps the host's loopback services out of reach.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nix::unistd::Pid;
+
+/// Starts slirp4netns for the network namespace of `pid` and waits until it is configured.
+/// It exits by itself when `exit_fd`'s write end (held by the sandbox's PID 1) closes.
+pub fn start_slirp4netns(binary: &Path, pid: Pid, exit_fd: OwnedFd) -> std::io::Result<()> {
+    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+    let exit_raw = exit_fd.as_raw_fd();
+    let ready_raw = ready_w.as_raw_fd();
+    clear_cloexec(&exit_fd)?;
+    clear_cloexec(&ready_w)?;
+    let mut child = Command::new(binary)
+        .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+        .arg(format!("--exit-fd={exit_raw}"))
+        .arg(format!("--ready-fd={ready_raw}"))
+        .arg(pid.as_raw().to_string())
+        .arg("tap0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    drop(ready_w);
+    drop(exit_fd);
+    let mut buf = [0u8; 1];
+    let n = std::fs::File::from(ready_r).read(&mut buf)?;
+    if n == 0 {
+        let status = child.wait()?;
+        return Err(std::io::Error::other(format!("slirp4netns exited before it was ready ({status})")));
+    }
+    // Not waited for: it outlives this helper and is reaped by the server (a subreaper).
+    drop(child);
+    Ok(())
+}
+
+fn clear_cloexec(fd: &OwnedFd) -> std::io::Result<()> {
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+        .map(|_| ())
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+}
