@@ -27,11 +27,13 @@ pub fn restrict() -> Result<(), JailError> {
     let kept: CapsHashSet = KEPT.iter().copied().collect();
     for cap in caps::all() {
         if !kept.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| JailError::Child(format!("drop {cap} from the bounding set: {e}")))?;
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| JailError::Child(format!("drop {cap} from the bounding set: {e}")))?;
         }
     }
     for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
-        caps::set(None, set, &kept).map_err(|e| JailError::Child(format!("set the {set:?} capabilities: {e}")))?;
+        caps::set(None, set, &kept)
+            .map_err(|e| JailError::Child(format!("set the {set:?} capabilities: {e}")))?;
     }
     Ok(())
 }

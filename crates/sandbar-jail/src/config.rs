@@ -24,6 +24,8 @@ pub struct JailConfig {
     pub agent_exe: PathBuf,
     pub agent_args: Vec<String>,
     pub agent_env: Vec<(String, String)>,
+    /// Host file receiving the agent's own stdout and stderr (its log); stdin is /dev/null.
+    pub log_path: PathBuf,
     pub network: NetworkConfig,
 }
 

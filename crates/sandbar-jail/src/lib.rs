@@ -14,13 +14,17 @@
 //! 2. move itself into the sandbox's cgroups (children inherit them);
 //! 3. fork a holder `U` that unshares a user namespace, write its uid/gid maps, keep its
 //!    namespace fd; the idmapped mounts and the sandbox itself use that namespace;
-//! 4. unshare mount/net/ipc/uts/cgroup/pid namespaces and fork `S`, PID 1 of the sandbox;
+//! 4. unshare a pid namespace and fork `S`, PID 1 of the sandbox, which unshares the mount,
+//!    network, ipc, uts and cgroup namespaces;
 //! 5. `S` builds the root filesystem as real root (so overlayfs keeps trusted xattrs), pivots,
 //!    then joins the user namespace, drops privileges, and execs the agent (see [`child`]);
 //! 6. `H` waits for `S` to exec (a close-on-exec error pipe), optionally starts slirp4netns,
 //!    prints a [`JailResult`] as JSON on stdout and exits.
 
-#![expect(unsafe_code, reason = "raw syscalls for namespaces and the new mount API, each in sys.rs")]
+#![expect(
+    unsafe_code,
+    reason = "raw syscalls for namespaces and the new mount API, each in sys.rs"
+)]
 
 mod capabilities;
 mod child;
@@ -73,7 +77,10 @@ pub enum JailError {
 
 impl JailError {
     pub(crate) fn sys(step: &'static str, source: impl Into<std::io::Error>) -> Self {
-        JailError::Sys { step, source: source.into() }
+        JailError::Sys {
+            step,
+            source: source.into(),
+        }
     }
 }
 
@@ -85,7 +92,9 @@ fn nix_io(e: nix::Error) -> std::io::Error {
 /// prints a [`JailResult`] as JSON on stdout. Must be called in a single-threaded process.
 pub fn run_from_stdin() -> Result<JailResult, JailError> {
     let mut raw = Vec::new();
-    std::io::stdin().read_to_end(&mut raw).map_err(JailError::ReadConfig)?;
+    std::io::stdin()
+        .read_to_end(&mut raw)
+        .map_err(JailError::ReadConfig)?;
     let config: JailConfig = serde_json::from_slice(&raw).map_err(JailError::ParseConfig)?;
     run(&config)
 }
@@ -94,17 +103,20 @@ pub fn run_from_stdin() -> Result<JailResult, JailError> {
 pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
     // 1. The agent's socket, created on the host side before the sandbox exists.
     let _ = std::fs::remove_file(&config.socket_path);
-    let listener = UnixListener::bind(&config.socket_path).map_err(|source| JailError::BindSocket {
-        path: config.socket_path.clone(),
-        source,
-    })?;
+    let listener =
+        UnixListener::bind(&config.socket_path).map_err(|source| JailError::BindSocket {
+            path: config.socket_path.clone(),
+            source,
+        })?;
     let listener: OwnedFd = listener.into();
 
     // 2. Join the sandbox's cgroups: everything forked from here on is accounted there.
     let me = std::process::id().to_string();
     for dir in &config.cgroups {
-        std::fs::write(dir.join("cgroup.procs"), &me)
-            .map_err(|source| JailError::JoinCgroup { path: dir.clone(), source })?;
+        std::fs::write(dir.join("cgroup.procs"), &me).map_err(|source| JailError::JoinCgroup {
+            path: dir.clone(),
+            source,
+        })?;
     }
 
     // 3. A user namespace with the sandbox's uid range.
@@ -113,24 +125,22 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
     // Keep-alive pipe for slirp4netns: it exits when the sandbox's PID 1 (holding the write
     // end) is gone.
     let netpipe = if config.network.slirp4netns.is_some() && !config.network.block_all {
-        Some(pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| JailError::sys("create a pipe", nix_io(e)))?)
+        Some(
+            pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| JailError::sys("create a pipe", nix_io(e)))?,
+        )
     } else {
         None
     };
 
-    // 4. The other namespaces; CLONE_NEWPID applies to the next child, which becomes PID 1.
-    nix::sched::unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWCGROUP
-            | CloneFlags::CLONE_NEWPID,
-    )
-    .map_err(|e| JailError::sys("unshare the sandbox namespaces", nix_io(e)))?;
+    // 4. A pid namespace for the next child, which becomes its PID 1. The helper itself
+    // stays in the host's other namespaces (slirp4netns must start in the host's network
+    // namespace, and pivot_root must not move the helper's root): the child unshares those.
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|e| JailError::sys("unshare the pid namespace", nix_io(e)))?;
 
-    let (err_r, err_w) =
-        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| JailError::sys("create a pipe", nix_io(e)))?;
+    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| JailError::sys("create a pipe", nix_io(e)))?;
 
     // SAFETY: this process is single-threaded (a freshly exec'd helper), so the child may run
     // arbitrary code after fork.
@@ -169,7 +179,10 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
                     return Err(JailError::Network(e));
                 }
             }
-            Ok(JailResult { pid: child.as_raw(), start_time })
+            Ok(JailResult {
+                pid: child.as_raw(),
+                start_time,
+            })
         }
     }
 }
@@ -178,12 +191,14 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
 /// onto 0.. inside, and returns a descriptor of that namespace. The holder exits at once:
 /// the descriptor keeps the namespace alive.
 fn user_namespace(uid_base: u32, id_count: u32) -> Result<OwnedFd, JailError> {
-    let (ready_r, ready_w) =
-        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| JailError::sys("create a pipe", nix_io(e)))?;
-    let (go_r, go_w) =
-        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| JailError::sys("create a pipe", nix_io(e)))?;
+    let (ready_r, ready_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| JailError::sys("create a pipe", nix_io(e)))?;
+    let (go_r, go_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| JailError::sys("create a pipe", nix_io(e)))?;
     // SAFETY: single-threaded process (see `run`).
-    match unsafe { fork() }.map_err(|e| JailError::sys("fork the user namespace holder", nix_io(e)))? {
+    match unsafe { fork() }
+        .map_err(|e| JailError::sys("fork the user namespace holder", nix_io(e)))?
+    {
         ForkResult::Child => {
             drop(ready_r);
             drop(go_w);
@@ -205,9 +220,15 @@ fn user_namespace(uid_base: u32, id_count: u32) -> Result<OwnedFd, JailError> {
     }
 }
 
-fn map_user_namespace(holder: Pid, ready: OwnedFd, uid_base: u32, id_count: u32) -> Result<OwnedFd, JailError> {
+fn map_user_namespace(
+    holder: Pid,
+    ready: OwnedFd,
+    uid_base: u32,
+    id_count: u32,
+) -> Result<OwnedFd, JailError> {
     let mut buf = [0u8; 1];
-    let n = nix::unistd::read(ready.as_raw_fd(), &mut buf).map_err(|e| JailError::sys("wait for the user namespace", nix_io(e)))?;
+    let n = nix::unistd::read(ready.as_raw_fd(), &mut buf)
+        .map_err(|e| JailError::sys("wait for the user namespace", nix_io(e)))?;
     if n != 1 || buf[0] != b'1' {
         return Err(JailError::sys(
             "create a user namespace",
@@ -216,9 +237,12 @@ fn map_user_namespace(holder: Pid, ready: OwnedFd, uid_base: u32, id_count: u32)
     }
     let map = format!("0 {uid_base} {id_count}\n");
     let proc = format!("/proc/{}", holder.as_raw());
-    std::fs::write(format!("{proc}/uid_map"), &map).map_err(|e| JailError::sys("write the uid map", e))?;
-    std::fs::write(format!("{proc}/gid_map"), &map).map_err(|e| JailError::sys("write the gid map", e))?;
-    let ns = std::fs::File::open(format!("{proc}/ns/user")).map_err(|e| JailError::sys("open the user namespace", e))?;
+    std::fs::write(format!("{proc}/uid_map"), &map)
+        .map_err(|e| JailError::sys("write the uid map", e))?;
+    std::fs::write(format!("{proc}/gid_map"), &map)
+        .map_err(|e| JailError::sys("write the gid map", e))?;
+    let ns = std::fs::File::open(format!("{proc}/ns/user"))
+        .map_err(|e| JailError::sys("open the user namespace", e))?;
     Ok(ns.into())
 }
 

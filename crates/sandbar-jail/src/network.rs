@@ -12,7 +12,8 @@ use nix::unistd::Pid;
 /// Starts slirp4netns for the network namespace of `pid` and waits until it is configured.
 /// It exits by itself when `exit_fd`'s write end (held by the sandbox's PID 1) closes.
 pub fn start_slirp4netns(binary: &Path, pid: Pid, exit_fd: OwnedFd) -> std::io::Result<()> {
-    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe().map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
     let exit_raw = exit_fd.as_raw_fd();
     let ready_raw = ready_w.as_raw_fd();
     clear_cloexec(&exit_fd)?;
@@ -33,7 +34,9 @@ pub fn start_slirp4netns(binary: &Path, pid: Pid, exit_fd: OwnedFd) -> std::io::
     let n = std::fs::File::from(ready_r).read(&mut buf)?;
     if n == 0 {
         let status = child.wait()?;
-        return Err(std::io::Error::other(format!("slirp4netns exited before it was ready ({status})")));
+        return Err(std::io::Error::other(format!(
+            "slirp4netns exited before it was ready ({status})"
+        )));
     }
     // Not waited for: it outlives this helper and is reaped by the server (a subreaper).
     drop(child);
@@ -41,7 +44,10 @@ pub fn start_slirp4netns(binary: &Path, pid: Pid, exit_fd: OwnedFd) -> std::io::
 }
 
 fn clear_cloexec(fd: &OwnedFd) -> std::io::Result<()> {
-    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-        .map(|_| ())
-        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+    nix::fcntl::fcntl(
+        fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map(|_| ())
+    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
 }

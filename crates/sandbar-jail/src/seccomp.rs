@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 use crate::JailError;
@@ -87,21 +88,34 @@ fn arch() -> TargetArch {
 }
 
 fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, JailError> {
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch())
-        .map_err(|e| JailError::Child(format!("build the seccomp filter: {e}")))?;
-    filter.try_into().map_err(|e| JailError::Child(format!("compile the seccomp filter: {e:?}")))
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        arch(),
+    )
+    .map_err(|e| JailError::Child(format!("build the seccomp filter: {e}")))?;
+    filter
+        .try_into()
+        .map_err(|e| JailError::Child(format!("compile the seccomp filter: {e:?}")))
 }
 
 /// The two BPF programs: the deny list (EPERM) and `clone3` (ENOSYS).
 pub fn programs() -> Result<[BpfProgram; 2], JailError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&nr| (nr, vec![])).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|&nr| (nr, vec![])).collect();
     let clone_rules = NAMESPACE_FLAGS
         .iter()
         .map(|&flag| {
             let flag = flag as u64;
-            SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag)
-                .and_then(|c| SeccompRule::new(vec![c]))
-                .map_err(|e| JailError::Child(format!("build the clone rule: {e}")))
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .and_then(|c| SeccompRule::new(vec![c]))
+            .map_err(|e| JailError::Child(format!("build the clone rule: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
@@ -113,7 +127,8 @@ pub fn programs() -> Result<[BpfProgram; 2], JailError> {
 /// Installs the filters on the calling thread (inherited by everything it execs and forks).
 pub fn install() -> Result<(), JailError> {
     for program in programs()? {
-        seccompiler::apply_filter(&program).map_err(|e| JailError::Child(format!("install the seccomp filter: {e}")))?;
+        seccompiler::apply_filter(&program)
+            .map_err(|e| JailError::Child(format!("install the seccomp filter: {e}")))?;
     }
     Ok(())
 }
@@ -123,7 +138,10 @@ mod tests {
     #[test]
     fn filters_compile_for_this_architecture() {
         let [deny, clone3] = super::programs().expect("filters compile");
-        assert!(deny.len() > super::DENIED.len(), "every denied syscall has at least one instruction");
+        assert!(
+            deny.len() > super::DENIED.len(),
+            "every denied syscall has at least one instruction"
+        );
         assert!(!clone3.is_empty());
     }
 }

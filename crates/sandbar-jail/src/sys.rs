@@ -34,7 +34,8 @@ struct MountAttr {
 
 fn cstr(path: &Path) -> io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 fn fd_result(ret: libc::c_long) -> io::Result<OwnedFd> {
@@ -62,7 +63,10 @@ pub fn clone_tree(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
             libc::SYS_open_tree,
             dir.as_raw_fd(),
             empty.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint
+                | AT_RECURSIVE,
         )
     };
     fd_result(ret)
@@ -70,7 +74,11 @@ pub fn clone_tree(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// Sets attributes on a detached mount tree; with [`MOUNT_ATTR_IDMAP`], ids are shown
 /// through the mapping of the user namespace `userns`.
-pub fn set_mount_attrs(tree: BorrowedFd<'_>, attrs: u64, userns: Option<BorrowedFd<'_>>) -> io::Result<()> {
+pub fn set_mount_attrs(
+    tree: BorrowedFd<'_>,
+    attrs: u64,
+    userns: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
     let attr = MountAttr {
         attr_set: attrs,
         attr_clr: 0,
@@ -143,7 +151,11 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 /// Brings the loopback interface of the current network namespace up.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: plain socket(2) call; the descriptor is owned right away.
-    let sock = fd_result(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) } as libc::c_long)?;
+    let sock =
+        fd_result(
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }
+                as libc::c_long,
+        )?;
     // SAFETY: ifreq is plain old data; zeroed is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -165,20 +177,45 @@ pub fn loopback_up() -> io::Result<()> {
 /// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22); with the
 /// pid it identifies a process across pid reuse.
 pub fn process_start_time(pid: i32) -> io::Result<u64> {
+    process_stat(pid).map(|(_, start)| start)
+}
+
+/// True when `pid` is a live (not zombie) process that started at `start_time`.
+pub fn process_is_running(pid: i32, start_time: u64) -> bool {
+    matches!(process_stat(pid), Ok((state, start)) if start == start_time && state != 'Z' && state != 'X')
+}
+
+/// State letter (field 3) and start time (field 22) from `/proc/<pid>/stat`.
+fn process_stat(pid: i32) -> io::Result<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| io::Error::other("malformed stat"))?;
-    after
-        .split_whitespace()
-        .nth(19)
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| io::Error::other("malformed stat"))?;
+    let mut fields = after.split_whitespace();
+    let state = fields
+        .next()
+        .and_then(|s| s.chars().next())
+        .ok_or_else(|| io::Error::other("malformed stat"))?;
+    let start = fields
+        .nth(18)
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| io::Error::other("malformed stat"))
+        .ok_or_else(|| io::Error::other("malformed stat"))?;
+    Ok((state, start))
 }
 
 /// Marks every descriptor from `first` on close-on-exec.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: plain syscall with integer arguments.
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     unit_result(ret)
 }
 
@@ -186,6 +223,12 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
 pub fn reopen_dir(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let dot = c".";
     // SAFETY: valid descriptor and NUL-terminated relative path.
-    let ret = unsafe { libc::openat(dir.as_raw_fd(), dot.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
+    let ret = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            dot.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
     fd_result(ret as libc::c_long)
 }

@@ -46,7 +46,12 @@ pub struct Resources {
 
 impl Default for Resources {
     fn default() -> Self {
-        Self { cpu: 1, memory_mib: 1024, disk_gib: 3, pids: 1024 }
+        Self {
+            cpu: 1,
+            memory_mib: 1024,
+            disk_gib: 3,
+            pids: 1024,
+        }
     }
 }
 
@@ -124,7 +129,12 @@ pub trait SandboxRuntime: Send + Sync + 'static {
 
     /// Stops the process tree (SIGTERM to every process, SIGKILL after `grace` unless `force`),
     /// keeping the writable layer. Returns when no process of the sandbox remains.
-    async fn stop(&self, id: &str, launched: Option<Launched>, force: bool) -> Result<(), RuntimeError>;
+    async fn stop(
+        &self,
+        id: &str,
+        launched: Option<Launched>,
+        force: bool,
+    ) -> Result<(), RuntimeError>;
 
     /// Stops (if needed) and removes everything the sandbox owns on the host: processes,
     /// cgroups, directories. Idempotent: used for cleanup after a crash too.
@@ -134,7 +144,11 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     fn is_alive(&self, launched: Launched) -> bool;
 
     /// Resolves when the sandbox's process tree has ended. Errors if it is not running.
-    fn wait_exit(&self, id: &str, launched: Launched) -> Result<BoxFuture<'static, ExitInfo>, RuntimeError>;
+    fn wait_exit(
+        &self,
+        id: &str,
+        launched: Launched,
+    ) -> Result<BoxFuture<'static, ExitInfo>, RuntimeError>;
 
     /// Path of the unix socket on which the sandbox's agent serves the toolbox API (HTTP/1.1).
     fn agent_socket(&self, id: &str) -> PathBuf;

@@ -1,0 +1,289 @@
+//! cgroup limits for sandboxes on cgroup v1, v2 and hybrid hosts.
+//!
+//! Each sandbox gets `sandbar/<id>` in every hierarchy that carries a controller we use. On a
+//! v2-only host that is one directory under the unified mount; on a v1 or hybrid host (limits
+//! only work through v1 there) one directory per v1 controller mount.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::{Resources, RuntimeError};
+
+const CFS_PERIOD_US: u64 = 100_000;
+const GROUP: &str = "sandbar";
+
+#[derive(Debug, Clone)]
+pub enum Cgroups {
+    /// Controller name → mount point of its v1 hierarchy.
+    V1(BTreeMap<String, PathBuf>),
+    /// Mount point of the unified hierarchy.
+    V2(PathBuf),
+}
+
+fn cg_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Cgroup {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Cgroups {
+    /// Detects the host's layout from /proc/self/mountinfo.
+    pub fn detect() -> Result<Self, RuntimeError> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(cg_err(Path::new("/proc/self/mountinfo")))?;
+        Ok(Self::from_mountinfo(&info))
+    }
+
+    fn from_mountinfo(info: &str) -> Self {
+        let mut v1 = BTreeMap::new();
+        let mut v2 = None;
+        for line in info.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount_point = pre.split_whitespace().nth(4).unwrap_or_default();
+            let mut post = post.split_whitespace();
+            let fstype = post.next().unwrap_or_default();
+            let super_opts = post.nth(1).unwrap_or_default();
+            match fstype {
+                "cgroup2" => v2 = Some(PathBuf::from(mount_point)),
+                "cgroup" => {
+                    for opt in super_opts.split(',') {
+                        if ["memory", "pids", "cpu", "cpuacct", "freezer"].contains(&opt) {
+                            v1.insert(opt.to_string(), PathBuf::from(mount_point));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if v1.contains_key("memory") || v2.is_none() {
+            Cgroups::V1(v1)
+        } else {
+            Cgroups::V2(v2.expect("checked"))
+        }
+    }
+
+    /// The sandbox's cgroup directories (one per distinct hierarchy).
+    pub fn dirs(&self, id: &str) -> Vec<PathBuf> {
+        match self {
+            Cgroups::V1(map) => {
+                let mut dirs: Vec<PathBuf> = map.values().map(|m| m.join(GROUP).join(id)).collect();
+                dirs.sort();
+                dirs.dedup();
+                dirs
+            }
+            Cgroups::V2(root) => vec![root.join(GROUP).join(id)],
+        }
+    }
+
+    fn v1_dir(&self, controller: &str, id: &str) -> Option<PathBuf> {
+        match self {
+            Cgroups::V1(map) => map.get(controller).map(|m| m.join(GROUP).join(id)),
+            Cgroups::V2(_) => None,
+        }
+    }
+
+    /// Creates the sandbox's cgroups with its limits and returns the directories to join.
+    pub fn create(&self, id: &str, res: &Resources) -> Result<Vec<PathBuf>, RuntimeError> {
+        let memory = res.memory_mib * 1024 * 1024;
+        let quota = u64::from(res.cpu.max(1)) * CFS_PERIOD_US;
+        match self {
+            Cgroups::V1(_) => {
+                for dir in self.dirs(id) {
+                    std::fs::create_dir_all(&dir).map_err(cg_err(&dir))?;
+                }
+                let set =
+                    |controller: &str, file: &str, value: String| -> Result<(), RuntimeError> {
+                        if let Some(dir) = self.v1_dir(controller, id) {
+                            let path = dir.join(file);
+                            std::fs::write(&path, value).map_err(cg_err(&path))?;
+                        }
+                        Ok(())
+                    };
+                set("memory", "memory.limit_in_bytes", memory.to_string())?;
+                // Swap would let a sandbox exceed its limit; ignore hosts without swap accounting.
+                if let Some(dir) = self.v1_dir("memory", id) {
+                    let _ =
+                        std::fs::write(dir.join("memory.memsw.limit_in_bytes"), memory.to_string());
+                }
+                set("pids", "pids.max", res.pids.to_string())?;
+                set("cpu", "cpu.cfs_period_us", CFS_PERIOD_US.to_string())?;
+                set("cpu", "cpu.cfs_quota_us", quota.to_string())?;
+            }
+            Cgroups::V2(root) => {
+                let parent = root.join(GROUP);
+                std::fs::create_dir_all(&parent).map_err(cg_err(&parent))?;
+                let control = parent.join("cgroup.subtree_control");
+                std::fs::write(&control, "+memory +pids +cpu").map_err(cg_err(&control))?;
+                let dir = parent.join(id);
+                std::fs::create_dir_all(&dir).map_err(cg_err(&dir))?;
+                for (file, value) in [
+                    ("memory.max", memory.to_string()),
+                    ("memory.swap.max", "0".to_string()),
+                    ("pids.max", res.pids.to_string()),
+                    ("cpu.max", format!("{quota} {CFS_PERIOD_US}")),
+                ] {
+                    let path = dir.join(file);
+                    if let Err(e) = std::fs::write(&path, value) {
+                        if file != "memory.swap.max" {
+                            return Err(cg_err(&path)(e));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(self.dirs(id))
+    }
+
+    /// Pids of every process in the sandbox's cgroups.
+    pub fn procs(&self, id: &str) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .dirs(id)
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// How many processes the memory controller killed for exceeding the limit.
+    pub fn oom_kills(&self, id: &str) -> u64 {
+        let (dir, file, key) = match self {
+            Cgroups::V1(_) => match self.v1_dir("memory", id) {
+                Some(d) => (d, "memory.oom_control", "oom_kill"),
+                None => return 0,
+            },
+            Cgroups::V2(root) => (root.join(GROUP).join(id), "memory.events", "oom_kill"),
+        };
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+
+    /// Memory in use (bytes) and CPU time used (nanoseconds), for metrics.
+    pub fn usage(&self, id: &str) -> (u64, u64) {
+        let read = |path: PathBuf| std::fs::read_to_string(path).ok();
+        match self {
+            Cgroups::V1(_) => {
+                let mem = self
+                    .v1_dir("memory", id)
+                    .and_then(|d| read(d.join("memory.usage_in_bytes")))
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                let cpu = self
+                    .v1_dir("cpuacct", id)
+                    .and_then(|d| read(d.join("cpuacct.usage")))
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                (mem, cpu)
+            }
+            Cgroups::V2(root) => {
+                let dir = root.join(GROUP).join(id);
+                let mem = read(dir.join("memory.current"))
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                let cpu = read(dir.join("cpu.stat"))
+                    .and_then(|s| {
+                        s.lines().find_map(|l| {
+                            l.strip_prefix("usage_usec ")
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                        })
+                    })
+                    .map(|us| us * 1000)
+                    .unwrap_or(0);
+                (mem, cpu)
+            }
+        }
+    }
+
+    /// Removes the sandbox's cgroups. The caller has made sure no process is left; a cgroup
+    /// whose last task is still being torn down reports EBUSY for a moment, so retry briefly.
+    pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        for dir in self.dirs(id) {
+            let mut attempts = 0;
+            loop {
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempts < 200 => {
+                        attempts += 1;
+                        for pid in self.procs(id) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    Err(e) => return Err(cg_err(&dir)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids of sandbox cgroups present on the host.
+    pub fn list(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .dirs("")
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory
+31 25 0:27 / /sys/fs/cgroup/pids rw,relatime shared:11 - cgroup cgroup rw,pids
+32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:12 - cgroup cgroup rw,cpu,cpuacct
+33 25 0:29 / /sys/fs/cgroup/unified rw,relatime shared:13 - cgroup2 cgroup2 rw
+";
+    const V2: &str = "29 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+
+    #[test]
+    fn hybrid_hosts_use_the_v1_controllers() {
+        let cg = Cgroups::from_mountinfo(HYBRID);
+        let dirs = cg.dirs("abc");
+        assert_eq!(
+            dirs,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/sandbar/abc"),
+                PathBuf::from("/sys/fs/cgroup/memory/sandbar/abc"),
+                PathBuf::from("/sys/fs/cgroup/pids/sandbar/abc"),
+            ],
+            "cpu and cpuacct share one hierarchy and are joined once"
+        );
+    }
+
+    #[test]
+    fn v2_only_hosts_use_one_directory() {
+        let cg = Cgroups::from_mountinfo(V2);
+        assert_eq!(
+            cg.dirs("abc"),
+            vec![PathBuf::from("/sys/fs/cgroup/sandbar/abc")]
+        );
+    }
+}

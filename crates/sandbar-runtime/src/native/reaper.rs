@@ -1,0 +1,91 @@
+//! The server is a child subreaper: sandbox inits and slirp4netns processes, orphaned when the
+//! jail helper exits, are re-parented to it instead of the host's PID 1 (which, in some
+//! containers, never reaps). One task reaps every child and hands exit statuses to whoever
+//! waits for a given pid. Nothing else in the process may wait for children (no
+//! `tokio::process`), or the two would race for the same statuses.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+
+/// Statuses of children nobody waits for are kept this long (count), then dropped.
+const UNCLAIMED_LIMIT: usize = 4096;
+
+#[derive(Default)]
+struct State {
+    waiters: HashMap<i32, oneshot::Sender<i32>>,
+    unclaimed: HashMap<i32, i32>,
+}
+
+pub struct Reaper {
+    state: Mutex<State>,
+}
+
+impl Reaper {
+    /// Makes this process a subreaper and starts the reaping task. Call once per process.
+    pub fn start() -> std::io::Result<Arc<Self>> {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+        let mut sigchld = signal(SignalKind::child())?;
+        let reaper = Arc::new(Reaper {
+            state: Mutex::new(State::default()),
+        });
+        let weak = Arc::downgrade(&reaper);
+        tokio::spawn(async move {
+            loop {
+                match weak.upgrade() {
+                    Some(r) => r.reap_all(),
+                    None => return,
+                }
+                if sigchld.recv().await.is_none() {
+                    return;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    fn reap_all(&self) {
+        loop {
+            let (pid, code) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            let mut state = self.state.lock().expect("reaper lock");
+            match state.waiters.remove(&pid.as_raw()) {
+                Some(tx) => {
+                    let _ = tx.send(code);
+                }
+                None => {
+                    if state.unclaimed.len() >= UNCLAIMED_LIMIT {
+                        state.unclaimed.clear();
+                    }
+                    state.unclaimed.insert(pid.as_raw(), code);
+                }
+            }
+        }
+    }
+
+    /// Exit code of child `pid` (128 + signal when killed by a signal).
+    pub async fn wait(&self, pid: i32) -> i32 {
+        let rx = {
+            let mut state = self.state.lock().expect("reaper lock");
+            if let Some(code) = state.unclaimed.remove(&pid) {
+                return code;
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiters.insert(pid, tx);
+            rx
+        };
+        // The child may have exited between spawn and registration without a new SIGCHLD
+        // arriving after we registered: reap once more now that the waiter is in place.
+        self.reap_all();
+        rx.await.unwrap_or(-1)
+    }
+}
