@@ -160,3 +160,27 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Reports (does not assert) the runtime-level create → first exec latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_create_to_first_exec_latency() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create namespaces and cgroups");
+        return;
+    }
+    let data = tempdir();
+    let rt = NativeRuntime::new(NativeConfig::new(data.clone(), sandbar_exe())).expect("runtime");
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let id = uuid();
+        let t = std::time::Instant::now();
+        let launched = rt.start(&spec(&id)).await.expect("start");
+        let r = exec(&rt, &id, "true").await;
+        samples.push(t.elapsed());
+        assert_eq!(r["exitCode"], 0);
+        rt.destroy(&id, Some(launched)).await.expect("destroy");
+    }
+    samples.sort();
+    println!("runtime create -> first exec: median {:?}, max {:?}", samples[samples.len() / 2], samples[samples.len() - 1]);
+    std::fs::remove_dir_all(&data).unwrap();
+}
