@@ -141,7 +141,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 if want e2e; then
     section "e2e: pytest tests/e2e (real server, real sandboxes, daytona SDK 0.226.1)"
-    export SANDBAR_BIN="${SANDBAR_BIN:-$REPO/target/x86_64-unknown-linux-gnu/debug/sandbar}"
+    export SANDBAR_BIN="${SANDBAR_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/x86_64-unknown-linux-gnu/debug/sandbar}"
     if [ "$build_ok" -ne 1 ]; then
         echo "skipped: the build failed"
         record e2e 1

@@ -33,7 +33,9 @@ from typing import Callable, Iterable
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_BIN = REPO / "target" / "x86_64-unknown-linux-gnu" / "debug" / "sandbar"
+DEFAULT_BIN = (
+    Path(os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))) / "x86_64-unknown-linux-gnu" / "debug" / "sandbar"
+)
 SANDBAR_BIN = Path(os.environ.get("SANDBAR_BIN", str(DEFAULT_BIN)))
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
@@ -568,15 +570,19 @@ class DirWatcher:
 # ---------------------------------------------------------------------------------------------
 
 # x86_64 syscall numbers and harmless arguments; each call must fail with EPERM in a sandbox.
+# "@TARGET@" is replaced by a fresh temporary directory, "@FD:path@" by a descriptor open on path.
 FORBIDDEN_SYSCALLS = {
-    # name: (number, args)
     "unshare(CLONE_NEWUSER)": (272, [0x10000000]),
     "mount(MS_BIND /proc)": (165, ["/proc", "@TARGET@", None, 4096, None]),
     "keyctl(JOIN_SESSION_KEYRING)": (250, [1, None]),
     "add_key(user)": (248, ["user", "sandbar-e2e", "x", 1, -2]),
     "init_module": (175, [None, 0, ""]),
-    "finit_module": (313, [0, "", 0]),
+    "finit_module": (313, ["@FD:/proc/self/exe@", "", 0]),
     "fsopen(proc)": (430, ["proc", 0]),
+    "setns(own netns)": (308, ["@FD:/proc/self/ns/net@", 0]),
+    "bpf(MAP_CREATE)": (321, [0, None, 0]),
+    "perf_event_open": (298, [None, 0, -1, -1, 0]),
+    "io_uring_setup": (425, [1, None]),
 }
 
 
@@ -588,14 +594,13 @@ def syscall_probe_script(name: str) -> str:
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "libc.syscall.restype = ctypes.c_long\n"
         "target = tempfile.mkdtemp()\n"
-        f"args = {json.dumps(args)}\n"
+        f"args = {args!r}\n"
         "conv = []\n"
         "for a in args:\n"
         "    if a is None: conv.append(ctypes.c_void_p(0))\n"
+        "    elif isinstance(a, str) and a.startswith('@FD:'): conv.append(ctypes.c_long(os.open(a[4:-1], os.O_RDONLY)))\n"
         "    elif isinstance(a, str): conv.append(ctypes.c_char_p(a.replace('@TARGET@', target).encode()))\n"
         "    else: conv.append(ctypes.c_long(a))\n"
-        f"if {nr} == 313:\n"
-        "    conv[0] = ctypes.c_long(os.open('/proc/self/exe', os.O_RDONLY))\n"
         f"ret = libc.syscall(ctypes.c_long({nr}), *conv)\n"
         "err = ctypes.get_errno() if ret == -1 else 0\n"
         f"print(json.dumps({{'name': {name!r}, 'ret': ret, 'errno': err, 'errname': os.strerror(err) if err else ''}}))\n"
