@@ -153,7 +153,7 @@ if want e2e; then
         record e2e 1
     else
         # shellcheck disable=SC2086  # PYTEST_ARGS is a word list on purpose
-        "$REPO/.venv/bin/python" -m pytest "$REPO/tests/e2e" -v -rfEs ${PYTEST_ARGS:-} \
+        "$REPO/.venv/bin/python" -m pytest "$REPO/tests/e2e" -v ${PYTEST_ARGS:-} \
             "${pytest_extra[@]}" </dev/null
         record e2e $?
     fi

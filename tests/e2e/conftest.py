@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import support  # noqa: E402
-from daytona import Daytona, DaytonaError, DaytonaNotFoundError  # noqa: E402
+from daytona import Daytona  # noqa: E402
 
 FEATURES = (
     "isolation",
@@ -188,9 +188,8 @@ class SandboxTracker:
 
     def cleanup(self):
         for c, sb in reversed(self.made):
-            with contextlib.suppress(DaytonaNotFoundError):
-                with contextlib.suppress(DaytonaError, Exception):
-                    c.delete(sb, timeout=60)
+            with contextlib.suppress(Exception):  # already deleted by the test, or server gone
+                c.delete(sb, timeout=60)
         self.made.clear()
 
 

@@ -377,12 +377,18 @@ def cgroup_is_v2_only() -> bool:
 
 
 def cgroup_dirs(sandbox_id: str) -> list[Path]:
-    """Every cgroup directory the layout says sandbox `sandbox_id` may own (existing or not)."""
+    """Every cgroup directory the layout says sandbox `sandbox_id` may own (existing or not):
+    `sandbar/<id>` under each mounted v1 hierarchy (memory, pids, cpu, cpuacct, freezer, ... and
+    the hybrid `unified` one), or under the v2 root."""
     if cgroup_is_v2_only():
         return [CGROUP_ROOT / "sandbar" / sandbox_id]
-    dirs = [CGROUP_ROOT / c / "sandbar" / sandbox_id for c in CGROUP_V1_CONTROLLERS]
-    dirs.append(CGROUP_ROOT / "unified" / "sandbar" / sandbox_id)  # hybrid hosts
-    return dirs
+    dirs: dict[str, Path] = {}
+    for hierarchy in sorted(CGROUP_ROOT.iterdir()) if CGROUP_ROOT.is_dir() else []:
+        if hierarchy.is_dir():
+            dirs.setdefault(os.path.realpath(hierarchy), hierarchy / "sandbar" / sandbox_id)
+    for c in CGROUP_V1_CONTROLLERS:  # named even when not mounted, so a report is explicit
+        dirs.setdefault(str(CGROUP_ROOT / c), CGROUP_ROOT / c / "sandbar" / sandbox_id)
+    return list(dirs.values())
 
 
 def existing_cgroup_dirs(sandbox_id: str) -> list[Path]:
@@ -420,8 +426,19 @@ def pids_with_cgroup_path(sandbox_id: str) -> set[int]:
     return pids
 
 
+def is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # gone
+    return stat[stat.rindex(")") + 2] in "ZX"
+
+
 def sandbox_host_pids(sandbox_id: str) -> set[int]:
-    return pids_in_cgroup_dirs(sandbox_id) | pids_with_cgroup_path(sandbox_id)
+    """Live host processes of the sandbox. Zombies are left out: an exited process keeps its
+    cgroup path in /proc/<pid>/cgroup until its parent (maybe the host's init) reaps it."""
+    pids = pids_in_cgroup_dirs(sandbox_id) | pids_with_cgroup_path(sandbox_id)
+    return {p for p in pids if not is_zombie(p)}
 
 
 def proc_status(pid: int) -> dict[str, str]:
