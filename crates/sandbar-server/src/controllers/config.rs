@@ -1,0 +1,33 @@
+//! `GET /api/config`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::Json;
+use sandbar_wire::api::{Config, OidcConfig};
+
+use crate::AppState;
+
+pub async fn get(State(state): State<AppState>) -> Json<Config> {
+    let urls = state.urls();
+    Json(Config {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        oidc: OidcConfig {
+            issuer: String::new(),
+            client_id: String::new(),
+            audience: String::new(),
+        },
+        linked_accounts_enabled: false,
+        announcements: BTreeMap::new(),
+        proxy_template_url: format!(
+            "http://{{{{PORT}}}}-{{{{sandboxId}}}}.localhost:{}",
+            urls.preview_port
+        ),
+        proxy_toolbox_url: urls.toolbox.clone(),
+        default_snapshot: state.inner.default_snapshot.clone(),
+        dashboard_url: urls.public.clone(),
+        max_auto_archive_interval: 30 * 24 * 60,
+        maintanance_mode: false,
+        environment: "sandbar".to_owned(),
+    })
+}

@@ -1,0 +1,228 @@
+//! `/toolbox/{sandboxId}/{path}`: reverse proxy to the sandbox agent's unix socket
+//! (`shared/daytona-api.md` §4). Bodies stream both ways without buffering; HTTP upgrades
+//! (WebSocket: PTY, session logs, interpreter) are spliced once both sides switched protocols.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Version};
+use axum::response::Response;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use sandbar_core::SandboxState;
+use tokio::net::UnixStream;
+use tracing::debug;
+
+use super::sandbox::find;
+use crate::auth::AuthOrg;
+use crate::error::ApiError;
+use crate::extract::PathParams;
+use crate::AppState;
+
+/// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Copies `from` minus hop-by-hop headers (and those named by `Connection`). For an upgrade,
+/// `Connection: upgrade` and `Upgrade` are kept.
+fn end_to_end_headers(from: &HeaderMap, upgrade: bool, drop_auth: bool) -> HeaderMap {
+    let named_by_connection: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect();
+    let mut to = HeaderMap::with_capacity(from.len());
+    for (name, value) in from {
+        let lower = name.as_str();
+        let hop = HOP_BY_HOP.contains(&lower) || named_by_connection.iter().any(|n| n == lower);
+        if hop || (drop_auth && name == header::AUTHORIZATION) || name == header::HOST {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+    if upgrade {
+        to.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = from.get(header::UPGRADE) {
+            to.insert(header::UPGRADE, protocol.clone());
+        }
+    }
+    to
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Path and query to send to the agent: the request path without `/toolbox/{id}`.
+fn agent_path(uri: &axum::http::Uri) -> String {
+    let path = uri.path();
+    let rest = path
+        .strip_prefix("/toolbox/")
+        .and_then(|p| p.find('/').map(|i| &p[i..]))
+        .unwrap_or("/");
+    match uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    }
+}
+
+pub async fn proxy(
+    State(state): State<AppState>,
+    org: AuthOrg,
+    PathParams(params): PathParams<Vec<(String, String)>>,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let id_or_name = params
+        .into_iter()
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let sandbox = find(&state, org, &id_or_name).await?;
+    if sandbox.state != SandboxState::Started {
+        return Err(ApiError::SandboxNotStarted {
+            id: sandbox.id.to_string(),
+            state: sandbox.state.to_string(),
+        });
+    }
+    let id = sandbox.id.to_string();
+    let socket = state.lifecycle().runtime().agent_socket(&id);
+    let stream =
+        UnixStream::connect(&socket)
+            .await
+            .map_err(|source| ApiError::AgentUnavailable {
+                id: id.clone(),
+                source,
+            })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ApiError::Proxy {
+            id: id.clone(),
+            source,
+        })?;
+    let conn_id = id.clone();
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            debug!(sandbox = %conn_id, error = %err, "agent connection ended with an error");
+        }
+    });
+
+    let upgrade = is_upgrade(request.headers());
+    let client_upgrade = if upgrade {
+        request.extensions_mut().remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    let (parts, body) = request.into_parts();
+    let mut outgoing = axum::http::Request::builder()
+        .method(parts.method)
+        .uri(agent_path(&parts.uri))
+        .version(Version::HTTP_11)
+        .body(body)
+        .map_err(|err| ApiError::InvalidParameter {
+            name: "path",
+            message: err.to_string(),
+        })?;
+    *outgoing.headers_mut() = end_to_end_headers(&parts.headers, upgrade, true);
+    outgoing
+        .headers_mut()
+        .insert(header::HOST, HeaderValue::from_static("sandbox"));
+    if let Ok(forwarded) = HeaderValue::from_str(&sandbox.id.to_string()) {
+        outgoing
+            .headers_mut()
+            .insert(HeaderName::from_static("x-sandbar-sandbox-id"), forwarded);
+    }
+
+    let mut response = sender
+        .send_request(outgoing)
+        .await
+        .map_err(|source| ApiError::Proxy {
+            id: id.clone(),
+            source,
+        })?;
+    state.activity().touch(sandbox.id);
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let agent_upgrade = hyper::upgrade::on(&mut response);
+        let headers = end_to_end_headers(response.headers(), true, false);
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ApiError::InvalidParameter {
+                name: "upgrade",
+                message: "the agent switched protocols on a request that did not ask to".to_owned(),
+            });
+        };
+        tokio::spawn(async move {
+            let (client, agent) = tokio::join!(client_upgrade, agent_upgrade);
+            match (client, agent) {
+                (Ok(client), Ok(agent)) => {
+                    let (mut client, mut agent) = (TokioIo::new(client), TokioIo::new(agent));
+                    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
+                        debug!(sandbox = %id, error = %err, "upgraded connection ended with an error");
+                    }
+                }
+                (client, agent) => {
+                    debug!(sandbox = %id, client = client.is_ok(), agent = agent.is_ok(), "upgrade failed");
+                }
+            }
+        });
+        let mut switched = Response::new(Body::empty());
+        *switched.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *switched.headers_mut() = headers;
+        return Ok(switched);
+    }
+
+    let (parts, incoming) = response.into_parts();
+    let mut forwarded = Response::new(Body::new(incoming));
+    *forwarded.status_mut() = parts.status;
+    *forwarded.headers_mut() = end_to_end_headers(&parts.headers, false, false);
+    Ok(forwarded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_path_strips_prefix_and_keeps_query() {
+        let uri: axum::http::Uri = "/toolbox/abc/files/info?path=%2Ftmp%2Fa+b".parse().unwrap();
+        assert_eq!(agent_path(&uri), "/files/info?path=%2Ftmp%2Fa+b");
+        let uri: axum::http::Uri = "/toolbox/abc".parse().unwrap();
+        assert_eq!(agent_path(&uri), "/");
+    }
+
+    #[test]
+    fn hop_by_hop_and_auth_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert("x-daytona-source", HeaderValue::from_static("sdk-python"));
+        let out = end_to_end_headers(&headers, false, true);
+        assert_eq!(out.len(), 1);
+        assert!(out.contains_key("x-daytona-source"));
+    }
+}

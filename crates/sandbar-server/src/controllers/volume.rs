@@ -1,0 +1,115 @@
+//! `/api/volumes...` (`shared/daytona-api.md` §6). A volume is a directory on the host,
+//! `<data_dir>/volumes/<id>`, created in state `ready`.
+
+use axum::extract::State;
+use axum::Json;
+use sandbar_core::{Volume, VolumeState};
+use sandbar_wire::api;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::auth::AuthOrg;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, PathParams};
+use crate::lifecycle::error_chain;
+use crate::AppState;
+
+fn to_wire(volume: &Volume) -> api::Volume {
+    let time = sandbar_core::time::format;
+    api::Volume {
+        id: volume.id.to_string(),
+        name: volume.name.clone(),
+        organization_id: volume.organization_id.to_string(),
+        state: volume.state.as_str().to_owned(),
+        created_at: time(volume.created_at),
+        updated_at: time(volume.updated_at),
+        last_used_at: volume.last_used_at.map(time),
+        error_reason: volume.error_reason.clone(),
+    }
+}
+
+/// `POST /api/volumes` → 200, state `ready`.
+pub async fn create(
+    State(state): State<AppState>,
+    org: AuthOrg,
+    JsonBody(body): JsonBody<api::CreateVolume>,
+) -> Result<Json<api::Volume>, ApiError> {
+    let name = body.name.unwrap_or_default();
+    Volume::validate_name(&name)?;
+    let volume = state
+        .store()
+        .create_volume(org.0, &name, VolumeState::Ready)
+        .await?;
+    let dir = state.lifecycle().volume_dir(volume.id);
+    if let Err(source) = tokio::fs::create_dir_all(&dir).await {
+        if let Err(err) = state.store().delete_volume(org.0, volume.id).await {
+            warn!(volume = %volume.id, error = %error_chain(&err), "failed to roll back volume");
+        }
+        return Err(ApiError::VolumeDir(source));
+    }
+    Ok(Json(to_wire(&volume)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    org: AuthOrg,
+) -> Result<Json<Vec<api::Volume>>, ApiError> {
+    let volumes = state.store().list_volumes(org.0).await?;
+    Ok(Json(volumes.iter().map(to_wire).collect()))
+}
+
+pub async fn get_by_name(
+    State(state): State<AppState>,
+    org: AuthOrg,
+    PathParams(name): PathParams<String>,
+) -> Result<Json<api::Volume>, ApiError> {
+    let volume = state
+        .store()
+        .get_volume_by_name(org.0, &name)
+        .await?
+        .ok_or(ApiError::VolumeNotFound(name))?;
+    Ok(Json(to_wire(&volume)))
+}
+
+/// `GET /api/volumes/{idOrName}`.
+pub async fn get(
+    State(state): State<AppState>,
+    org: AuthOrg,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<api::Volume>, ApiError> {
+    let volume = state
+        .store()
+        .find_volume(org.0, &id)
+        .await?
+        .ok_or(ApiError::VolumeNotFound(id))?;
+    Ok(Json(to_wire(&volume)))
+}
+
+/// `DELETE /api/volumes/{id}` → 200 with the volume (state `deleted`); 409 while a sandbox
+/// that is not destroyed mounts it.
+pub async fn delete(
+    State(state): State<AppState>,
+    org: AuthOrg,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<api::Volume>, ApiError> {
+    let mut volume = state
+        .store()
+        .find_volume(org.0, &id)
+        .await?
+        .ok_or_else(|| ApiError::VolumeNotFound(id))?;
+    if state.store().volume_in_use(volume.id).await? {
+        return Err(ApiError::VolumeInUse(volume.name));
+    }
+    state.store().delete_volume(org.0, volume.id).await?;
+    remove_dir(&state, volume.id).await?;
+    volume.state = VolumeState::Deleted;
+    volume.updated_at = sandbar_core::time::now();
+    Ok(Json(to_wire(&volume)))
+}
+
+async fn remove_dir(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    match tokio::fs::remove_dir_all(state.lifecycle().volume_dir(id)).await {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(ApiError::VolumeDir(err)),
+        _ => Ok(()),
+    }
+}
