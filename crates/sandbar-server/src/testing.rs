@@ -94,6 +94,11 @@ impl FakeRuntime {
         });
     }
 
+    /// Where the agent of `id` listens (same as [`SandboxRuntime::agent_socket`]).
+    pub fn agent_socket_path(&self, id: &str) -> PathBuf {
+        self.socket_dir.join(format!("{id}.sock"))
+    }
+
     pub fn has_host_state(&self, id: &str) -> bool {
         self.with(|s| s.host.contains(id))
     }
