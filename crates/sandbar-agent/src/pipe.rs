@@ -23,13 +23,37 @@ pub fn pipe() -> io::Result<(PipeReader, OwnedFd)> {
 }
 
 impl PipeReader {
-    /// Wraps any readable fd (pipe or PTY master), switching it to non-blocking mode.
+    /// Wraps a readable fd (a pipe), switching it to non-blocking mode.
     pub fn new(fd: OwnedFd) -> io::Result<Self> {
+        Self::register(fd, Interest::READABLE)
+    }
+
+    /// Wraps a fd that is also written to (a PTY master).
+    pub fn new_duplex(fd: OwnedFd) -> io::Result<Self> {
+        Self::register(fd, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    fn register(fd: OwnedFd, interest: Interest) -> io::Result<Self> {
         let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
         fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         Ok(PipeReader {
-            fd: crate::sys::register_fd(fd, Interest::READABLE)?,
+            fd: crate::sys::register_fd(fd, interest)?,
         })
+    }
+
+    /// Writes all of `data` (for a fd made with [`PipeReader::new_duplex`]).
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from))
+            {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(err)) => return Err(err),
+                Err(_would_block) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Reads what is available, waiting for data. `Ok(0)` is end of file.

@@ -645,6 +645,47 @@ async fn a_session_whose_shell_exits_reports_the_status_and_then_ends() {
         .assert_error(410, "SESSION_ENDED", "/process/session/s3/exec", "POST");
 }
 
+#[tokio::test]
+async fn pty_sessions_run_an_interactive_shell_over_websocket() {
+    let agent = TestAgent::start().await;
+    let cwd = agent.dir.path().to_string_lossy().into_owned();
+    // Envs travel base64url-encoded in a subprotocol: {"PTYVAR": "from-protocol"}.
+    let envs = "eyJQVFlWQVIiOiAiZnJvbS1wcm90b2NvbCJ9";
+    let (frames, close, reason) = within(agent.websocket(
+        &format!(
+            "/process/pty/create-connect?id=p1&cols=100&rows=30&cwd={}",
+            encode(&cwd)
+        ),
+        &[
+            "X-Daytona-Pty-Exit-Control",
+            &format!("X-Daytona-Pty-Envs~{envs}"),
+        ],
+        Some(b"echo \"v=$PTYVAR cols=$(tput cols 2>/dev/null || stty size)\"; pwd; exit 3\n"),
+    ))
+    .await;
+    let control: serde_json::Value = serde_json::from_slice(&frames[0]).unwrap();
+    assert_eq!(control, json!({"type": "control", "status": "connected"}));
+    let output: Vec<u8> = frames[1..frames.len() - 1].concat();
+    let output = String::from_utf8_lossy(&output);
+    assert!(output.contains("v=from-protocol"), "{output}");
+    assert!(output.contains(&cwd), "{output}");
+    let last: serde_json::Value = serde_json::from_slice(frames.last().unwrap()).unwrap();
+    assert_eq!(last["status"], "exited");
+    assert_eq!(last["exitCode"], 3);
+    assert_eq!(close, Some(1000));
+    assert_eq!(reason, r#"{"exitCode":3}"#);
+
+    let info = agent.get("/process/pty/p1").await.json();
+    assert_eq!(info["active"], false);
+    assert_eq!(info["cols"], 100);
+    agent.get("/process/pty/nope").await.assert_error(
+        404,
+        "PROCESS_NOT_FOUND",
+        "/process/pty/nope",
+        "GET",
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // Info and errors
 

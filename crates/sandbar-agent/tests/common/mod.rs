@@ -140,13 +140,28 @@ impl TestAgent {
     /// Opens a WebSocket on `uri` and returns every data frame until the close frame, plus
     /// the close code.
     pub async fn websocket_frames(&self, uri: &str) -> (Vec<Vec<u8>>, Option<u16>) {
+        let (frames, close, _) = self.websocket(uri, &[], None).await;
+        (frames, close)
+    }
+
+    /// Opens a WebSocket offering `protocols`, sends `input` as one binary frame, and
+    /// collects frames until the close frame: (frames, close code, close reason).
+    pub async fn websocket(
+        &self,
+        uri: &str,
+        protocols: &[&str],
+        input: Option<&[u8]>,
+    ) -> (Vec<Vec<u8>>, Option<u16>, String) {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(conn.with_upgrades());
-        let request = Request::builder()
-            .uri(uri)
+        let mut request = Request::builder().uri(uri);
+        if !protocols.is_empty() {
+            request = request.header("sec-websocket-protocol", protocols.join(", "));
+        }
+        let request = request
             .header("host", "agent")
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
@@ -158,11 +173,24 @@ impl TestAgent {
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         let upgraded = hyper::upgrade::on(response).await.unwrap();
         let mut io = TokioIo::new(upgraded);
+        if let Some(input) = input {
+            // One masked binary frame (mask 0 keeps the payload as is).
+            let mut frame = vec![0x82];
+            if input.len() < 126 {
+                frame.push(0x80 | u8::try_from(input.len()).unwrap());
+            } else {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&u16::try_from(input.len()).unwrap().to_be_bytes());
+            }
+            frame.extend_from_slice(&[0, 0, 0, 0]);
+            frame.extend_from_slice(input);
+            io.write_all(&frame).await.unwrap();
+        }
         let mut frames = Vec::new();
         loop {
             let mut head = [0u8; 2];
             if io.read_exact(&mut head).await.is_err() {
-                return (frames, None);
+                return (frames, None, String::new());
             }
             let opcode = head[0] & 0x0f;
             assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
@@ -182,13 +210,15 @@ impl TestAgent {
             let mut payload = vec![0u8; usize::try_from(len).unwrap()];
             io.read_exact(&mut payload).await.unwrap();
             match opcode {
-                0x1 | 0x2 | 0x0 => frames.push(payload),
+                0x0..=0x2 => frames.push(payload),
                 0x8 => {
                     let code =
                         (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let reason =
+                        String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
                     // Answer the close as a polite client would.
                     let _ = io.write_all(&[0x88, 0x80, 0, 0, 0, 0]).await;
-                    return (frames, code);
+                    return (frames, code, reason);
                 }
                 _ => {}
             }
