@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Snapshot used when a create request names none; must exist in the runtime.
     pub default_snapshot: String,
+    /// Other snapshots the runtime provides, registered at start so that create requests may
+    /// name them: `(name, image it was made from)`.
+    pub snapshots: Vec<(String, Option<String>)>,
     /// Longest wait for a sandbox to start.
     pub start_timeout: Duration,
     /// After SIGTERM/SIGINT: how long in-flight requests may still run.
@@ -82,6 +85,7 @@ impl ServerConfig {
                 .ok()
                 .filter(|key| !key.is_empty()),
             default_snapshot: DEFAULT_SNAPSHOT.to_owned(),
+            snapshots: Vec::new(),
             start_timeout: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(30),
             policy_interval: Duration::from_secs(15),
@@ -270,9 +274,7 @@ pub async fn serve(
     serve_with_shutdown(config, runtime, shutdown_signal()).await
 }
 
-/// Binds `config.listen`, recovers sandboxes, serves until `shutdown` resolves, then stops
-/// accepting connections and lets in-flight requests finish (at most `shutdown_grace`).
-/// Sandboxes keep running; the next start re-adopts them.
+/// Binds `config.listen` and serves on it; see [`serve_on`].
 pub async fn serve_with_shutdown(
     config: ServerConfig,
     runtime: Arc<dyn SandboxRuntime>,
@@ -284,6 +286,18 @@ pub async fn serve_with_shutdown(
             addr: config.listen,
             source,
         })?;
+    serve_on(listener, config, runtime, shutdown).await
+}
+
+/// Recovers sandboxes, serves on `listener` until `shutdown` resolves, then stops accepting
+/// connections and lets in-flight requests finish (at most `shutdown_grace`). Sandboxes keep
+/// running; the next start re-adopts them. `config.listen` is ignored.
+pub async fn serve_on(
+    listener: TcpListener,
+    config: ServerConfig,
+    runtime: Arc<dyn SandboxRuntime>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
     let state = AppState::open(&config, runtime, local_addr).await?;
     state.spawn_background(config.policy_interval);

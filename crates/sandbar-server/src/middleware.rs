@@ -45,10 +45,13 @@ pub async fn trace_request(mut request: Request, next: Next) -> Response {
 pub struct RequestId(pub u64);
 
 /// Collapses repeated slashes in the path (`/api//sandbox` → `/api/sandbox`): the SDKs produce
-/// them when a base URL ends with `/`. Percent-encoded characters are left alone.
+/// them when a base URL ends with `/`. Under `/api`, a trailing slash is dropped too. Toolbox
+/// paths keep it (the agent decides what it means). Percent-encoded characters are left alone.
 pub fn normalize_path(mut request: Request) -> Request {
     let uri = request.uri();
-    if !uri.path().contains("//") {
+    let trailing =
+        uri.path().len() > 1 && uri.path().ends_with('/') && uri.path().starts_with("/api/");
+    if !uri.path().contains("//") && !trailing {
         return request;
     }
     let mut path = String::with_capacity(uri.path().len());
@@ -57,6 +60,11 @@ pub fn normalize_path(mut request: Request) -> Request {
             continue;
         }
         path.push(c);
+    }
+    if path.len() > 1 && path.starts_with("/api/") {
+        while path.ends_with('/') {
+            path.pop();
+        }
     }
     let path_and_query = match uri.query() {
         Some(query) => format!("{path}?{query}"),

@@ -71,7 +71,6 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/api/config", get(config::get))
         .route("/api/socket.io", any(socket_io))
-        .route("/api/socket.io/", any(socket_io))
         .route("/api/socket.io/{*rest}", any(socket_io))
         .merge(api)
         .fallback(not_found)

@@ -45,7 +45,9 @@ fn end_to_end_headers(from: &HeaderMap, upgrade: bool, drop_auth: bool) -> Heade
     for (name, value) in from {
         let lower = name.as_str();
         let hop = HOP_BY_HOP.contains(&lower) || named_by_connection.iter().any(|n| n == lower);
-        if hop || (drop_auth && name == header::AUTHORIZATION) || name == header::HOST {
+        // `Expect: 100-continue` is answered by this server; the body is streamed anyway.
+        let local = name == header::HOST || name == header::EXPECT;
+        if hop || local || (drop_auth && name == header::AUTHORIZATION) {
             continue;
         }
         to.append(name.clone(), value.clone());

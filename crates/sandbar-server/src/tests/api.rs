@@ -68,6 +68,8 @@ async fn requests_without_a_valid_key_get_401_envelopes() {
         .await;
     assert_envelope(&reply, 404, "/api/socket.io/");
     // Unknown routes are 404 envelopes too.
+    let reply = app.call(Method::GET, "/api/sandbox/", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "trailing slash");
     let reply = app.call(Method::GET, "/api/nope", None).await;
     assert_envelope(&reply, 404, "/api/nope");
     let reply = app.call(Method::PATCH, "/api/sandbox", None).await;

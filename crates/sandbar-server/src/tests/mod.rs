@@ -17,6 +17,7 @@ use crate::{app, AppState, ServerConfig};
 mod api;
 mod lifecycle;
 mod proxy;
+mod serve;
 
 pub const KEY: &str = "test-key";
 
