@@ -33,6 +33,8 @@ struct FakeState {
 pub struct FakeRuntime {
     state: Mutex<FakeState>,
     socket_dir: PathBuf,
+    /// When set, every sandbox's agent is this one socket (one real agent shared by all).
+    shared_socket: Option<PathBuf>,
 }
 
 impl FakeRuntime {
@@ -44,7 +46,14 @@ impl FakeRuntime {
                 ..FakeState::default()
             }),
             socket_dir,
+            shared_socket: None,
         }
+    }
+
+    /// Points every sandbox's agent socket at `socket` (e.g. one real `sandbar agent`).
+    pub fn with_shared_agent_socket(mut self, socket: PathBuf) -> Self {
+        self.shared_socket = Some(socket);
+        self
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
@@ -96,7 +105,10 @@ impl FakeRuntime {
 
     /// Where the agent of `id` listens (same as [`SandboxRuntime::agent_socket`]).
     pub fn agent_socket_path(&self, id: &str) -> PathBuf {
-        self.socket_dir.join(format!("{id}.sock"))
+        match &self.shared_socket {
+            Some(socket) => socket.clone(),
+            None => self.socket_dir.join(format!("{id}.sock")),
+        }
     }
 
     pub fn has_host_state(&self, id: &str) -> bool {
@@ -183,7 +195,7 @@ impl SandboxRuntime for FakeRuntime {
     }
 
     fn agent_socket(&self, id: &str) -> PathBuf {
-        self.socket_dir.join(format!("{id}.sock"))
+        self.agent_socket_path(id)
     }
 
     fn list_host_sandboxes(&self) -> Vec<String> {
