@@ -33,6 +33,7 @@ FEATURES = (
     "sessions",
     "preview",
     "async_sdk",
+    "cli",
     "perf",
     "last",
 )

@@ -186,6 +186,8 @@ class SandbarServer:
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Pass --listen/--data-dir as SANDBAR_LISTEN/SANDBAR_DATA_DIR instead of flags.
+    config_by_env: bool = False
     proc: subprocess.Popen | None = None
     lines: list[str] = field(default_factory=list)
     starts: int = 0
@@ -211,7 +213,7 @@ class SandbarServer:
     def start(self) -> "SandbarServer":
         assert not self.running(), "server already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBAR_")}
         env.update(
             {
                 "SANDBAR_API_KEY": self.api_key,
@@ -220,14 +222,12 @@ class SandbarServer:
             }
         )
         env.update(self.extra_env)
-        cmd = [
-            str(require_binary()),
-            "serve",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--data-dir",
-            str(self.data_dir),
-        ]
+        cmd = [str(require_binary()), "serve"]
+        if self.config_by_env:
+            env["SANDBAR_LISTEN"] = f"127.0.0.1:{self.port}"
+            env["SANDBAR_DATA_DIR"] = str(self.data_dir)
+        else:
+            cmd += ["--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir)]
         self.starts += 1
         self._note(f"---- start #{self.starts}: {' '.join(cmd)}")
         # Own session: signals sent to the test runner's group never reach the server, and the

@@ -222,17 +222,22 @@ def test_root_inside_is_unprivileged_on_host(root_sb):
     inside, outside, count = (int(x) for x in lines[1].split())
     assert inside == 0 and outside != 0, f"uid 0 in the sandbox maps to host uid {outside}"
     assert outside >= 100000, f"sandbox uid 0 maps to host uid {outside} (< 100000)"
-    pids = support.sandbox_host_pids(root_sb.id)
-    assert pids, "no host process found in the sandbox's cgroup"
-    low = {}
-    for pid in pids:
+    sh(root_sb, "nohup sleep 2345 >/dev/null 2>&1 &")
+    init_pid, _ = support.sandbox_init(root_sb.id)
+    pidns = os.readlink(f"/proc/{init_pid}/ns/pid")
+    members = {}
+    for pid in support.sandbox_host_pids(root_sb.id):
         try:
-            uids = [int(u) for u in support.proc_status(pid)["Uid"].split()]
+            if os.readlink(f"/proc/{pid}/ns/pid") == pidns:
+                members[pid] = ([int(u) for u in support.proc_status(pid)["Uid"].split()], support.proc_cmdline(pid))
         except (OSError, KeyError):
             continue
-        if min(uids) < 100000:
-            low[pid] = (support.proc_cmdline(pid), uids)
+    assert any("sleep 2345" in cmd for _, cmd in members.values()), f"root's sleep not found on the host: {members}"
+    low = {pid: v for pid, v in members.items() if min(v[0]) < 100000}
     assert not low, f"processes of the sandbox run with host uids below 100000: {low}"
+    for pid, (_, cmd) in members.items():
+        if "sleep 2345" in cmd:
+            os.kill(pid, 9)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def test_background_process_outlives_the_exec_call(create_sandbox):
     sb = create_sandbox()
     code, out = sh(sb, "nohup sleep 4321 >/dev/null 2>&1 & echo started")
     assert code == 0 and "started" in out
-    code, out = sh(sb, "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c 'sleep 4321'")
+    code, out = sh(sb, "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c '^sleep 4321'")
     assert out.strip() not in ("", "0"), "a background process started by exec did not survive the call"
 
 
@@ -113,7 +113,7 @@ def test_running_sandbox_survives_server_restart(private_server, how):
     sb2 = d2.get(sb.id)
     assert state_of(sb2) == "started", f"after a {how} restart the sandbox is {state_of(sb2)} ({sb2.error_reason})"
     assert support.sandbox_init(sb.id) == init_before, "the sandbox's PID 1 changed across the server restart"
-    code, out = sh(sb2, "cat ~/before.txt; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c 'sleep 1234'")
+    code, out = sh(sb2, "cat ~/before.txt; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c '^sleep 1234'")
     assert code == 0 and out.split() == ["before", "1"], f"after restart: {out!r}"
     d2.delete(sb2, timeout=60)
     support.assert_no_leaks(sb.id, srv.data_dir)
