@@ -19,6 +19,9 @@ use crate::error::ApiError;
 use crate::extract::PathParams;
 use crate::AppState;
 
+/// How often an open upgraded connection records activity.
+const UPGRADE_ACTIVITY_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -170,12 +173,24 @@ pub async fn proxy(
                 message: "the agent switched protocols on a request that did not ask to".to_owned(),
             });
         };
+        let sandbox_id = sandbox.id;
         tokio::spawn(async move {
             let (client, agent) = tokio::join!(client_upgrade, agent_upgrade);
             match (client, agent) {
                 (Ok(client), Ok(agent)) => {
                     let (mut client, mut agent) = (TokioIo::new(client), TokioIo::new(agent));
-                    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
+                    let splice = tokio::io::copy_bidirectional(&mut client, &mut agent);
+                    tokio::pin!(splice);
+                    // An open terminal or log stream counts as activity (auto-stop).
+                    let mut keepalive = tokio::time::interval(UPGRADE_ACTIVITY_PERIOD);
+                    let result = loop {
+                        tokio::select! {
+                            result = &mut splice => break result,
+                            _ = keepalive.tick() => state.activity().touch(sandbox_id),
+                        }
+                    };
+                    state.activity().touch(sandbox_id);
+                    if let Err(err) = result {
                         debug!(sandbox = %id, error = %err, "upgraded connection ended with an error");
                     }
                 }
