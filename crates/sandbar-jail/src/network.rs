@@ -22,7 +22,10 @@ pub fn start_slirp4netns(binary: &Path, pid: Pid, exit_fd: OwnedFd) -> std::io::
         .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
         .arg(format!("--exit-fd={exit_raw}"))
         .arg(format!("--ready-fd={ready_raw}"))
-        .arg(pid.as_raw().to_string())
+        // By path: given a pid, slirp4netns would also join the pid's user namespace, which
+        // does not own the sandbox's network namespace (the host's does).
+        .arg("--netns-type=path")
+        .arg(format!("/proc/{}/ns/net", pid.as_raw()))
         .arg("tap0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -15,10 +15,9 @@ mod pidfd;
 pub mod reaper;
 pub mod snapshot;
 
-use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -293,43 +292,28 @@ impl NativeRuntime {
     async fn run_jail(&self, config: &JailConfig) -> Result<JailResult, RuntimeError> {
         let input = serde_json::to_vec(config)
             .map_err(|e| RuntimeError::Setup(format!("encode the jail configuration: {e}")))?;
-        let mut child = Command::new(&self.config.exe)
-            .arg("jail")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(RuntimeError::SpawnJail)?;
-        let pid = child.id() as i32;
-        let mut stdin = child.stdin.take().expect("piped");
-        let mut stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        // The child is reaped by the reaper, never through `child`.
-        drop(child);
-        let io = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-            use std::io::Read;
-            stdin.write_all(&input)?;
-            drop(stdin);
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            stdout.read_to_end(&mut out)?;
-            stderr.read_to_end(&mut err)?;
-            Ok((out, err))
-        });
-        let code = self.reaper.wait(pid).await;
-        let (out, err) = io
+        let mut cmd = Command::new(&self.config.exe);
+        cmd.arg("jail");
+        let out = self
+            .reaper
+            .run(cmd, Some(input))
             .await
-            .map_err(|e| RuntimeError::Setup(format!("jail helper I/O task failed: {e}")))?
             .map_err(RuntimeError::SpawnJail)?;
-        if code != 0 {
-            let message = String::from_utf8_lossy(&err).trim().to_string();
+        if out.code != 0 {
+            let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
             return Err(RuntimeError::Setup(if message.is_empty() {
-                format!("jail helper exited with {code}")
+                format!("jail helper exited with {}", out.code)
             } else {
                 message
             }));
         }
-        serde_json::from_slice(&out)
+        serde_json::from_slice(&out.stdout)
             .map_err(|e| RuntimeError::Setup(format!("unreadable jail result: {e}")))
+    }
+
+    /// The process-wide reaper, for running host commands.
+    pub fn reaper(&self) -> &Arc<Reaper> {
+        &self.reaper
     }
 
     /// SIGKILLs every process left in the sandbox's cgroups and waits until they are gone.
@@ -496,6 +480,9 @@ impl SandboxRuntime for NativeRuntime {
         self.sandbox_dir(id).join("agent.sock")
     }
 
+    /// Sandboxes with a directory in this data directory. cgroups are not listed: the
+    /// hierarchy is shared by every Sandbar data directory on the host, and a sandbox's
+    /// directory is created before and removed after its cgroups.
     fn list_host_sandboxes(&self) -> Vec<String> {
         let mut ids: Vec<String> = std::fs::read_dir(&self.sandboxes)
             .into_iter()
@@ -503,9 +490,7 @@ impl SandboxRuntime for NativeRuntime {
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
-        ids.extend(self.cgroups.list());
         ids.sort();
-        ids.dedup();
         ids
     }
 }

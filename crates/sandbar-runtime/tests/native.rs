@@ -181,6 +181,10 @@ async fn report_create_to_first_exec_latency() {
         rt.destroy(&id, Some(launched)).await.expect("destroy");
     }
     samples.sort();
-    println!("runtime create -> first exec: median {:?}, max {:?}", samples[samples.len() / 2], samples[samples.len() - 1]);
+    println!(
+        "runtime create -> first exec: median {:?}, max {:?}",
+        samples[samples.len() / 2],
+        samples[samples.len() - 1]
+    );
     std::fs::remove_dir_all(&data).unwrap();
 }

@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use sandbar_runtime::native::{NativeConfig, NativeRuntime};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -65,13 +68,150 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("start the async runtime")
 }
 
-pub fn serve(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("serve is not wired yet")
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if !nix_is_root() {
+        anyhow::bail!(
+            "sandbar serve must run as root: sandboxes use namespaces, cgroups and mounts"
+        );
+    }
+    init_logging();
+    let exe = std::env::current_exe().context("locate the sandbar executable")?;
+    let data_dir = std::path::absolute(&args.data_dir).context("resolve the data directory")?;
+    runtime()?.block_on(async move {
+        let native = NativeRuntime::new(NativeConfig::new(data_dir.clone(), exe))
+            .context("prepare the native runtime")?;
+        let mut config = sandbar_server::ServerConfig::new(args.listen, data_dir);
+        config.snapshots = native
+            .snapshots()
+            .list()
+            .into_iter()
+            .filter(|name| name != &config.default_snapshot)
+            .map(|name| (name, None))
+            .collect();
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listen on {}", args.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("read the listening address")?;
+        println!("listening on http://{addr}");
+        sandbar_server::serve_on(
+            listener,
+            config,
+            Arc::new(native),
+            sandbar_server::shutdown_signal(),
+        )
+        .await?;
+        Ok(())
+    })
 }
 
-pub fn keys(_command: KeysCommand) -> anyhow::Result<()> {
-    let _ = runtime()?;
-    anyhow::bail!("keys is not wired yet")
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SANDBAR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("SANDBAR_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn nix_is_root() -> bool {
+    // Effective uid 0; read from /proc to avoid another dependency here.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        match command {
+            KeysCommand::Create {
+                data_dir,
+                org,
+                name,
+            } => {
+                let store = open_store(&data_dir).await?;
+                let organization = match org {
+                    None => store.ensure_default_org().await?,
+                    Some(org_name) => {
+                        let existing = store
+                            .list_organizations()
+                            .await?
+                            .into_iter()
+                            .find(|o| o.name == org_name);
+                        match existing {
+                            Some(o) => o,
+                            None => store.create_organization(&org_name).await?,
+                        }
+                    }
+                };
+                let (_, plaintext) = store.create_key(organization.id, &name).await?;
+                println!("{plaintext}");
+                store.close().await;
+            }
+            KeysCommand::List { data_dir } => {
+                let store = open_store(&data_dir).await?;
+                println!(
+                    "{:<36}  {:<16}  {:<12}  {:<20}  status",
+                    "id", "organization", "prefix", "name"
+                );
+                for org in store.list_organizations().await? {
+                    for key in store.list_keys(org.id).await? {
+                        let status = if key.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        println!(
+                            "{:<36}  {:<16}  {:<12}  {:<20}  {status}",
+                            key.id, org.name, key.prefix, key.name
+                        );
+                    }
+                }
+                store.close().await;
+            }
+            KeysCommand::Revoke { data_dir, key } => {
+                let store = open_store(&data_dir).await?;
+                let mut matches = Vec::new();
+                for org in store.list_organizations().await? {
+                    for k in store.list_keys(org.id).await? {
+                        if k.revoked_at.is_none()
+                            && (k.id.to_string() == key
+                                || (key.len() >= 6 && k.prefix.starts_with(&key)))
+                        {
+                            matches.push(k);
+                        }
+                    }
+                }
+                match matches.as_slice() {
+                    [] => anyhow::bail!("no active key matches {key}"),
+                    [k] => {
+                        store.revoke_key(k.organization_id, k.id).await?;
+                        println!("revoked {}", k.id);
+                    }
+                    _ => anyhow::bail!("{key} matches {} keys; use the key id", matches.len()),
+                }
+                store.close().await;
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<sandbar_store::Store> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    sandbar_store::Store::open(data_dir)
+        .await
+        .context("open the state database")
 }
 
 pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {

@@ -233,22 +233,6 @@ impl Cgroups {
         }
         Ok(())
     }
-
-    /// Ids of sandbox cgroups present on the host.
-    pub fn list(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .dirs("")
-            .iter()
-            .filter_map(|d| std::fs::read_dir(d).ok())
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        ids.sort();
-        ids.dedup();
-        ids
-    }
 }
 
 #[cfg(test)]

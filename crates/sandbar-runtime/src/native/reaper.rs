@@ -89,3 +89,61 @@ impl Reaper {
         rx.await.unwrap_or(-1)
     }
 }
+
+/// Output of a host command run through [`Reaper::run`].
+#[derive(Debug)]
+pub struct CommandOutput {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Reaper {
+    /// Runs a host command to completion (stdin: `input`, if any) and collects its output.
+    /// Use this instead of `Command::output()`/`status()`, whose own `waitpid` would race the
+    /// reaper.
+    pub async fn run(
+        &self,
+        mut cmd: std::process::Command,
+        input: Option<Vec<u8>>,
+    ) -> std::io::Result<CommandOutput> {
+        use std::io::{Read, Write};
+        use std::process::Stdio;
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        // Reaped by the reaper, never through `child`.
+        drop(child);
+        let io = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+            if let (Some(mut stdin), Some(input)) = (stdin, input) {
+                stdin.write_all(&input)?;
+            }
+            let err_thread = std::thread::spawn(move || {
+                let mut err = Vec::new();
+                stderr.read_to_end(&mut err).map(|_| err)
+            });
+            let mut out = Vec::new();
+            stdout.read_to_end(&mut out)?;
+            let err = err_thread
+                .join()
+                .map_err(|_| std::io::Error::other("stderr reader panicked"))??;
+            Ok((out, err))
+        });
+        let code = self.wait(pid).await;
+        let (stdout, stderr) = io.await.map_err(std::io::Error::other)??;
+        Ok(CommandOutput {
+            code,
+            stdout,
+            stderr,
+        })
+    }
+}
