@@ -104,7 +104,7 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
     // 1. The agent's socket, created on the host side before the sandbox exists.
     let _ = std::fs::remove_file(&config.socket_path);
     let listener =
-        UnixListener::bind(&config.socket_path).map_err(|source| JailError::BindSocket {
+        bind_socket(&config.socket_path).map_err(|source| JailError::BindSocket {
             path: config.socket_path.clone(),
             source,
         })?;
@@ -185,6 +185,21 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
             })
         }
     }
+}
+
+/// Binds a unix socket at `path`, through `/proc/self/fd/<dir>/<name>` when the path is
+/// longer than `sun_path` allows.
+fn bind_socket(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    const MAX_SOCKET_PATH: usize = 107;
+    if path.as_os_str().len() <= MAX_SOCKET_PATH {
+        return UnixListener::bind(path);
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    };
+    let dir = std::fs::File::open(parent)?;
+    let short = std::path::Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    UnixListener::bind(short)
 }
 
 /// Forks a holder process into a new user namespace, maps `id_count` ids from `uid_base`

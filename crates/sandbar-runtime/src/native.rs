@@ -71,6 +71,7 @@ impl NativeConfig {
 pub struct NativeRuntime {
     config: NativeConfig,
     sandboxes: PathBuf,
+    sandboxes_dir: std::fs::File,
     cgroups: Cgroups,
     snapshots: SnapshotStore,
     reaper: Arc<Reaper>,
@@ -97,18 +98,9 @@ impl NativeRuntime {
                 .create(dir)
                 .map_err(dir_err(dir))?;
         }
-        let probe = sandboxes
-            .join("00000000-0000-0000-0000-000000000000")
-            .join("agent.sock");
-        if probe.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(RuntimeError::PrepareDir {
-                path: config.data_dir.clone(),
-                source: std::io::Error::other(format!(
-                    "the data directory path is too long for unix sockets (at most {} bytes)",
-                    MAX_SOCKET_PATH + config.data_dir.as_os_str().len() - probe.as_os_str().len()
-                )),
-            });
-        }
+        // Kept open so that socket paths too long for `sun_path` can be reached through
+        // `/proc/self/fd/<n>/…` (see `agent_socket`).
+        let sandboxes_dir = std::fs::File::open(&sandboxes).map_err(dir_err(&sandboxes))?;
         let snapshots = SnapshotStore::new(config.data_dir.join("snapshots"));
         snapshots.ensure_default()?;
         let cgroups = Cgroups::detect()?;
@@ -119,6 +111,7 @@ impl NativeRuntime {
         Ok(Self {
             config,
             sandboxes,
+            sandboxes_dir,
             cgroups,
             snapshots,
             reaper,
@@ -266,7 +259,7 @@ impl NativeRuntime {
             }),
             binds,
             cgroups,
-            socket_path: self.agent_socket(&spec.id),
+            socket_path: self.sandbox_dir(&spec.id).join("agent.sock"),
             agent_exe: self.config.exe.clone(),
             agent_args: vec!["sandbar".into(), "agent".into()],
             agent_env: vec![
@@ -434,7 +427,7 @@ impl SandboxRuntime for NativeRuntime {
         }
         self.kill_cgroup(id).await;
         self.cgroups.remove(id).await?;
-        let _ = std::fs::remove_file(self.agent_socket(id));
+        let _ = std::fs::remove_file(self.sandbox_dir(id).join("agent.sock"));
         Ok(())
     }
 
@@ -477,7 +470,12 @@ impl SandboxRuntime for NativeRuntime {
     }
 
     fn agent_socket(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("agent.sock")
+        let path = self.sandbox_dir(id).join("agent.sock");
+        if path.as_os_str().len() <= MAX_SOCKET_PATH {
+            return path;
+        }
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}/{id}/agent.sock", self.sandboxes_dir.as_raw_fd()))
     }
 
     /// Sandboxes with a directory in this data directory. cgroups are not listed: the
