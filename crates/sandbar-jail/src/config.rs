@@ -18,6 +18,9 @@ pub struct JailConfig {
     pub binds: Vec<BindMount>,
     /// cgroup directories (one per v1 controller, or the single v2 directory) to join.
     pub cgroups: Vec<PathBuf>,
+    /// cgroup directories for host-side helpers of the sandbox (slirp4netns): the hierarchy
+    /// roots, so they are not accounted to, frozen or killed with the sandbox.
+    pub host_cgroups: Vec<PathBuf>,
     /// Where to create the agent's listening socket (host side, never visible inside).
     pub socket_path: PathBuf,
     /// The executable to run as PID 1 (this very binary), opened before pivot_root.

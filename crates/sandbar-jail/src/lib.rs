@@ -103,11 +103,10 @@ pub fn run_from_stdin() -> Result<JailResult, JailError> {
 pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
     // 1. The agent's socket, created on the host side before the sandbox exists.
     let _ = std::fs::remove_file(&config.socket_path);
-    let listener =
-        bind_socket(&config.socket_path).map_err(|source| JailError::BindSocket {
-            path: config.socket_path.clone(),
-            source,
-        })?;
+    let listener = bind_socket(&config.socket_path).map_err(|source| JailError::BindSocket {
+        path: config.socket_path.clone(),
+        source,
+    })?;
     let listener: OwnedFd = listener.into();
 
     // 2. Join the sandbox's cgroups: everything forked from here on is accounted there.
@@ -174,7 +173,9 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
             if let Some((net_r, net_w)) = netpipe {
                 drop(net_w);
                 let slirp = config.network.slirp4netns.as_ref().expect("checked above");
-                if let Err(e) = network::start_slirp4netns(slirp, child, net_r) {
+                if let Err(e) =
+                    network::start_slirp4netns(slirp, child, net_r, &config.host_cgroups)
+                {
                     let _ = kill(child, Signal::SIGKILL);
                     return Err(JailError::Network(e));
                 }
@@ -198,7 +199,9 @@ fn bind_socket(path: &std::path::Path) -> std::io::Result<UnixListener> {
         return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     };
     let dir = std::fs::File::open(parent)?;
-    let short = std::path::Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    let short = std::path::Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
     UnixListener::bind(short)
 }
 

@@ -10,8 +10,15 @@ use std::process::{Command, Stdio};
 use nix::unistd::Pid;
 
 /// Starts slirp4netns for the network namespace of `pid` and waits until it is configured.
-/// It exits by itself when `exit_fd`'s write end (held by the sandbox's PID 1) closes.
-pub fn start_slirp4netns(binary: &Path, pid: Pid, exit_fd: OwnedFd) -> std::io::Result<()> {
+/// It exits by itself when `exit_fd`'s write end (held by the sandbox's PID 1) closes. It is
+/// moved into `cgroups` (the host's), so it neither counts against nor is frozen or killed
+/// with the sandbox's own cgroups.
+pub fn start_slirp4netns(
+    binary: &Path,
+    pid: Pid,
+    exit_fd: OwnedFd,
+    cgroups: &[std::path::PathBuf],
+) -> std::io::Result<()> {
     let (ready_r, ready_w) =
         nix::unistd::pipe().map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
     let exit_raw = exit_fd.as_raw_fd();
@@ -19,7 +26,16 @@ pub fn start_slirp4netns(binary: &Path, pid: Pid, exit_fd: OwnedFd) -> std::io::
     clear_cloexec(&exit_fd)?;
     clear_cloexec(&ready_w)?;
     let mut child = Command::new(binary)
-        .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+        // --enable-sandbox: slirp4netns pivots into an empty root and drops every capability
+        // but CAP_NET_BIND_SERVICE once the tap device is set up; --enable-seccomp narrows
+        // its syscalls. It parses the sandbox's packets, so it gets as little as possible.
+        .args([
+            "--configure",
+            "--mtu=65520",
+            "--disable-host-loopback",
+            "--enable-sandbox",
+            "--enable-seccomp",
+        ])
         .arg(format!("--exit-fd={exit_raw}"))
         .arg(format!("--ready-fd={ready_raw}"))
         // By path: given a pid, slirp4netns would also join the pid's user namespace, which
@@ -33,6 +49,9 @@ pub fn start_slirp4netns(binary: &Path, pid: Pid, exit_fd: OwnedFd) -> std::io::
         .spawn()?;
     drop(ready_w);
     drop(exit_fd);
+    for dir in cgroups {
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string())?;
+    }
     let mut buf = [0u8; 1];
     let n = std::fs::File::from(ready_r).read(&mut buf)?;
     if n == 0 {

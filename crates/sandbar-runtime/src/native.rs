@@ -259,6 +259,7 @@ impl NativeRuntime {
             }),
             binds,
             cgroups,
+            host_cgroups: self.cgroups.roots(),
             socket_path: self.sandbox_dir(&spec.id).join("agent.sock"),
             agent_exe: self.config.exe.clone(),
             agent_args: vec!["sandbar".into(), "agent".into()],
@@ -475,7 +476,10 @@ impl SandboxRuntime for NativeRuntime {
             return path;
         }
         use std::os::fd::AsRawFd;
-        PathBuf::from(format!("/proc/self/fd/{}/{id}/agent.sock", self.sandboxes_dir.as_raw_fd()))
+        PathBuf::from(format!(
+            "/proc/self/fd/{}/{id}/agent.sock",
+            self.sandboxes_dir.as_raw_fd()
+        ))
     }
 
     /// Sandboxes with a directory in this data directory. cgroups are not listed: the

@@ -226,6 +226,15 @@ pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
             store
                 .import(&name, &rootfs)
                 .with_context(|| format!("import snapshot {name}"))?;
+            // Registered in the state database too, so a running server accepts it at once.
+            runtime()?.block_on(async {
+                let db = open_store(&data_dir).await?;
+                db.ensure_snapshot(&name, None)
+                    .await
+                    .context("register the snapshot")?;
+                db.close().await;
+                anyhow::Ok(())
+            })?;
             println!("snapshot {name} imported");
         }
         SnapshotCommand::List { data_dir } => {

@@ -78,6 +78,19 @@ impl Cgroups {
         }
     }
 
+    /// Roots of the hierarchies the sandboxes' cgroups live in.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        match self {
+            Cgroups::V1(map) => {
+                let mut roots: Vec<PathBuf> = map.values().cloned().collect();
+                roots.sort();
+                roots.dedup();
+                roots
+            }
+            Cgroups::V2(root) => vec![root.clone()],
+        }
+    }
+
     fn v1_dir(&self, controller: &str, id: &str) -> Option<PathBuf> {
         match self {
             Cgroups::V1(map) => map.get(controller).map(|m| m.join(GROUP).join(id)),
