@@ -58,10 +58,9 @@ impl Cgroups {
                 _ => {}
             }
         }
-        if v1.contains_key("memory") || v2.is_none() {
-            Cgroups::V1(v1)
-        } else {
-            Cgroups::V2(v2.expect("checked"))
+        match v2 {
+            Some(unified) if !v1.contains_key("memory") => Cgroups::V2(unified),
+            _ => Cgroups::V1(v1),
         }
     }
 
