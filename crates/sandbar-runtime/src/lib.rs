@@ -127,6 +127,32 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// Creates the layer on first start. Returns once the agent's socket accepts connections.
     async fn start(&self, spec: &SandboxSpec) -> Result<Launched, RuntimeError>;
 
+    #[error("failed to {action} the writable layer of sandbox {id}")]
+    Archive {
+        action: &'static str,
+        id: String,
+        #[source]
+        source: native::archive::ArchiveError,
+    },
+    #[error("the {0} operation is not supported by this runtime")]
+    Unsupported(&'static str),
+    #[error("background task of sandbox {id} failed")]
+    Task {
+        id: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// What a sandbox uses now, for metrics. Zero where a backend cannot tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time used by the current (or last) run, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use, in bytes (page cache included, as the cgroup counts it).
+    pub memory_bytes: u64,
+    /// Bytes the writable layer (or its archive) takes on disk.
+    pub disk_bytes: u64,
     /// Stops the process tree (SIGTERM to every process, SIGKILL after `grace` unless `force`),
     /// keeping the writable layer. Returns when no process of the sandbox remains.
     async fn stop(
@@ -156,3 +182,51 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// Ids of sandboxes that have state on the host (directories or cgroups), for orphan cleanup.
     fn list_host_sandboxes(&self) -> Vec<String>;
 }
+
+    /// How this backend stores volumes; `None`: the server keeps plain directories
+    /// ([`volume::DirVolumes`]).
+    fn volume_storage(&self) -> Option<std::sync::Arc<dyn VolumeStorage>> {
+        None
+    }
+
+    /// Packs the writable layer of a stopped sandbox into a complete, durable archive and
+    /// returns its size in bytes. The layer stays until [`SandboxRuntime::drop_layer`], so the
+    /// caller can record the new state in between; [`SandboxRuntime::start`] restores an
+    /// archived layer transparently.
+    async fn archive(&self, id: &str) -> Result<u64, RuntimeError> {
+        let _ = id;
+        Err(RuntimeError::Unsupported("archive"))
+    }
+
+    /// Frees the disk space of an archived sandbox's layer. Fails unless a complete archive
+    /// exists. Idempotent.
+    async fn drop_layer(&self, id: &str) -> Result<(), RuntimeError> {
+        let _ = id;
+        Err(RuntimeError::Unsupported("archive"))
+    }
+
+    /// True when a complete archive of the sandbox's layer exists.
+    fn is_archived(&self, id: &str) -> bool {
+        let _ = id;
+        false
+    }
+
+    /// Removes what an archive or restore interrupted by a crash left behind (temporary
+    /// files); a complete archive and the layer are kept. Run at recovery.
+    async fn settle_archive(&self, id: &str) -> Result<(), RuntimeError> {
+        let _ = id;
+        Ok(())
+    }
+
+    /// Current resource use of a sandbox.
+    fn usage(&self, id: &str) -> Usage {
+        let _ = id;
+        Usage::default()
+    }
+
+    /// How many processes of the sandbox were killed for exceeding its memory limit since it
+    /// started (its cgroup's OOM-kill counter).
+    fn oom_kills(&self, id: &str) -> u64 {
+        let _ = id;
+        0
+    }

@@ -5,12 +5,14 @@
 //! Host layout under the data directory:
 //! - `snapshots/<name>/rootfs` — read-only images ([`snapshot`]);
 //! - `sandboxes/<id>/` — `upper*`/`work*` (the writable layer), mount points, generated
-//!   `etc/` files, `agent.sock` (the agent's socket) and `agent.log`;
-//! - cgroups `sandbar/<id>` in each hierarchy ([`cgroup`]).
+//!   `etc/` files, `agent.sock` (the agent's socket) and `agent.log`; `layer.tar.zst` instead
+//!   of `upper*` while archived ([`archive`]);
+//! - cgroups `sandbar/<id>` in each hierarchy ([`cgroup`]);
 //!
 //! Mounts live only in each sandbox's own mount namespace: they vanish with its processes.
 
 pub mod cgroup;
+pub mod archive;
 mod pidfd;
 pub mod reaper;
 pub mod snapshot;
@@ -33,7 +35,7 @@ use self::cgroup::Cgroups;
 use self::pidfd::PidFd;
 use self::reaper::Reaper;
 use self::snapshot::SnapshotStore;
-use crate::{ExitInfo, Launched, RuntimeError, SandboxRuntime, SandboxSpec};
+use crate::{ExitInfo, Launched, RuntimeError, SandboxRuntime, SandboxSpec, Usage};
 
 /// First host uid of the first sandbox's range; ranges are 65536 ids wide.
 const UID_FIRST: u32 = 1 << 20;
@@ -382,6 +384,29 @@ fn sanitize_hostname(name: &str, id: &str) -> String {
     let cleaned = cleaned.trim_matches('-').to_string();
     if cleaned.is_empty() {
         id.chars().take(63).collect()
+impl NativeRuntime {
+    /// Runs one blocking archive step on the sandbox's directory off the async threads.
+    async fn archive_step<T: Send + 'static>(
+        &self,
+        id: &str,
+        action: &'static str,
+        step: fn(&Path) -> Result<T, archive::ArchiveError>,
+    ) -> Result<T, RuntimeError> {
+        let dir = self.sandbox_dir(id);
+        tokio::task::spawn_blocking(move || step(&dir))
+            .await
+            .map_err(|source| RuntimeError::Task {
+                id: id.to_owned(),
+                source,
+            })?
+            .map_err(|source| RuntimeError::Archive {
+                action,
+                id: id.to_owned(),
+                source,
+            })
+    }
+}
+
     } else {
         cleaned
     }
@@ -411,6 +436,13 @@ impl SandboxRuntime for NativeRuntime {
             }),
             Err(e) => {
                 self.kill_cgroup(&spec.id).await;
+        // An archived layer comes back before anything else touches the directory.
+        if self
+            .archive_step(&spec.id, "restore", archive::restore)
+            .await?
+        {
+            tracing::info!(sandbox = %spec.id, "restored the archived writable layer");
+        }
                 let _ = self.cgroups.remove(&spec.id).await;
                 Err(e)
             }
@@ -502,6 +534,40 @@ mod tests {
     use super::sanitize_hostname;
 
     #[test]
+    async fn archive(&self, id: &str) -> Result<u64, RuntimeError> {
+        if !self.cgroups.procs(id).is_empty() {
+            return Err(RuntimeError::Setup(format!(
+                "sandbox {id} still has processes; stop it before archiving"
+            )));
+        }
+        self.archive_step(id, "archive", archive::write).await
+    }
+
+    async fn drop_layer(&self, id: &str) -> Result<(), RuntimeError> {
+        self.archive_step(id, "free", archive::drop_layer).await
+    }
+
+    fn is_archived(&self, id: &str) -> bool {
+        archive::exists(&self.sandbox_dir(id))
+    }
+
+    async fn settle_archive(&self, id: &str) -> Result<(), RuntimeError> {
+        self.archive_step(id, "settle", archive::settle).await
+    }
+
+    fn usage(&self, id: &str) -> Usage {
+        let (memory_bytes, cpu_ns) = self.cgroups.usage(id);
+        Usage {
+            cpu_ns,
+            memory_bytes,
+            disk_bytes: archive::disk_usage(&self.sandbox_dir(id)),
+        }
+    }
+
+    fn oom_kills(&self, id: &str) -> u64 {
+        self.cgroups.oom_kills(id)
+    }
+
     fn hostnames_are_valid_labels() {
         assert_eq!(sanitize_hostname("my sandbox/x", "id"), "my-sandbox-x");
         assert_eq!(sanitize_hostname("---", "abc"), "abc");
