@@ -204,6 +204,11 @@ def test_kill9_mid_create_leaves_nothing_or_a_deletable_error(private_server):
         return (state_of(sb), sb) if state_of(sb) in ("error", "started", "stopped") else None
 
     kind, sb = support.wait_until(settled, 30, 0.25, f"sandbox {sid} to settle after the crash")
+    support.PERF_LINES.append(
+        f"kill -9 mid-create: sandbox {sid} after restart: {kind}"
+        + (f" ({sb.error_reason})" if sb is not None and sb.error_reason else "")
+        + f"; the interrupted create call {'returned' if 'sandbox' in outcome else 'raised ' + type(outcome.get('error')).__name__}"
+    )
     if kind == "gone":
         support.assert_no_leaks(sid, srv.data_dir, timeout=30)
         return

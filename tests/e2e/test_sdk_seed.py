@@ -79,8 +79,14 @@ def test_create_with_labels_env_and_volume(seed_sb):
     seed_sb.refresh_data()
     assert seed_sb.env["FOO"] == "bar"
     assert [v.mount_path for v in seed_sb.volumes] == ["/workspace"]
-    code, out = sh(seed_sb, "echo $FOO; test -d /workspace && touch /workspace/.w && echo writable")
-    assert (code, out.split()) == (0, ["bar", "writable"]), out
+    code, out = sh(seed_sb, "echo $FOO; test -d /workspace && echo mounted")
+    assert (code, out.split()) == (0, ["bar", "mounted"]), out
+
+
+@pytest.mark.volumes
+def test_volume_mount_is_writable_by_the_sandbox_user(seed_sb):
+    code, out = sh(seed_sb, "id -un; touch /workspace/.by-user && mkdir -p /workspace/dir-by-user && echo writable")
+    assert (code, out.split()) == (0, ["daytona", "writable"]), f"the default user cannot write to its volume: {out}"
 
 
 @pytest.mark.seed
@@ -190,7 +196,7 @@ def test_uploaded_file_belongs_to_the_sandbox_user(seed_sb):
 @pytest.mark.volumes
 def test_volume_content_outlives_the_sandbox(daytona, vol, seed_sb, create_sandbox):
     payload = f"persisted-{RUN}"
-    sh(seed_sb, f"echo {payload} > /workspace/persist.txt")
+    seed_sb.fs.upload_file(payload.encode(), "/workspace/persist.txt")
     other = create_sandbox(
         CreateSandboxFromSnapshotParams(volumes=[VolumeMount(volume_id=vol.name, mount_path="/data")])
     )
@@ -310,7 +316,8 @@ def test_autostop_setter_and_get_by_name(daytona, seed_sb):
 
 @pytest.mark.seed
 def test_stop_start_keeps_files_in_home_and_volume(daytona, seed_sb):
-    sh(seed_sb, "echo home-kept > ~/kept.txt && echo vol-kept > /workspace/kept.txt")
+    assert sh(seed_sb, "echo home-kept > ~/kept.txt")[0] == 0
+    seed_sb.fs.upload_file(b"vol-kept\n", "/workspace/kept.txt")
     daytona.stop(seed_sb)
     assert state_of(daytona.get(seed_sb.id)) == "stopped"
     with pytest.raises(DaytonaError):
