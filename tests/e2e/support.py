@@ -553,18 +553,22 @@ def host_mount_targets(needle: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
+IN_DELETE_SELF = 0x00000400
 
 
 class DirWatcher:
-    """Reports names created in one directory, as they appear (inotify through ctypes)."""
+    """Reports names created (or, with another mask, deleted) in one directory, as it happens
+    (inotify through ctypes)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, mask: int = IN_CREATE | IN_MOVED_TO):
         self._libc = ctypes.CDLL(None, use_errno=True)
         self.fd = self._libc.inotify_init1(os.O_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
-        wd = self._libc.inotify_add_watch(self.fd, str(path).encode(), IN_CREATE | IN_MOVED_TO)
+        wd = self._libc.inotify_add_watch(self.fd, str(path).encode(), mask)
         if wd < 0:
             e = ctypes.get_errno()
             os.close(self.fd)

@@ -219,3 +219,50 @@ def test_kill9_mid_create_leaves_nothing_or_a_deletable_error(private_server):
     d2.delete(sb, timeout=60)
     assert_gone(d2, sid)
     support.assert_no_leaks(sid, srv.data_dir)
+
+
+@pytest.mark.crash
+def test_kill9_mid_delete_leaves_nothing_after_restart(private_server):
+    srv = private_server
+    d = make_client(srv)
+    sb = d.create(timeout=120)
+    sh(sb, "mkdir -p ~/junk && for i in $(seq 200); do echo $i > ~/junk/$i; done")
+    sandbox_dir = srv.data_dir / "sandboxes" / sb.id
+    watcher = support.DirWatcher(
+        sandbox_dir, support.IN_DELETE | support.IN_MOVED_FROM | support.IN_DELETE_SELF
+    )
+    outcome: dict = {}
+
+    def delete():
+        try:
+            d.delete(sb, timeout=30)
+            outcome["deleted"] = True
+        except BaseException as exc:  # noqa: BLE001 - the server dies under this call
+            outcome["error"] = exc
+
+    t = threading.Thread(target=delete, daemon=True)
+    t.start()
+    try:
+        first = watcher.next_name(30)
+        srv.kill9()
+    finally:
+        watcher.close()
+    t.join(60)
+    assert first is not None, "the delete request removed nothing from the sandbox directory within 30 s"
+
+    srv.start()
+    d2 = make_client(srv)
+
+    def settled():
+        try:
+            got = d2.get(sb.id)
+        except DaytonaNotFoundError:
+            return ("gone", None)
+        return (state_of(got), got) if state_of(got) not in ("destroying", "stopping") else None
+
+    kind, got = support.wait_until(settled, 30, 0.25, f"sandbox {sb.id} to settle after the crash")
+    support.PERF_LINES.append(f"kill -9 mid-delete: sandbox {sb.id} after restart: {kind}")
+    if kind not in ("gone", "destroyed"):
+        d2.delete(got, timeout=60)
+        assert_gone(d2, sb.id)
+    support.assert_no_leaks(sb.id, srv.data_dir, timeout=30)
