@@ -32,6 +32,7 @@ mod process;
 mod reaper;
 mod sys;
 mod system;
+mod tunnel;
 mod user;
 
 use reaper::Reaper;
@@ -251,6 +252,7 @@ fn router(agent: Arc<Agent>) -> Router {
         .route("/port/{port}/in-use", get(system::port_in_use))
         .route("/system/metrics", get(system::metrics))
         .merge(git::routes())
+        .route("/sandbar/tunnel/{port}", get(tunnel::open))
         .route("/lsp/{*rest}", any(system::not_offered))
         .route("/computeruse/{*rest}", any(system::not_offered))
         .fallback(envelope::no_route)

@@ -82,7 +82,10 @@ pub async fn bulk_upload(State(agent): State<Arc<Agent>>, mut multipart: Multipa
                 };
                 if let Some((temp, bytes)) = staged.remove(&index) {
                     match place_staged(&agent, temp, &destination).await {
-                        Ok(()) => uploaded.push(UploadedFile { path: raw, bytes }),
+                        Ok(()) => uploaded.push(UploadedFile {
+                            path: destination.to_string_lossy().into_owned(),
+                            bytes,
+                        }),
                         Err(err) => errors.push(err),
                     }
                 } else {
