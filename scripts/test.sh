@@ -39,6 +39,7 @@ section() {
 }
 failed=()
 passed=()
+skipped=()
 record() { # record STAGE STATUS
     if [ "$2" -eq 0 ]; then passed+=("$1"); else failed+=("$1"); fi
 }
@@ -107,7 +108,7 @@ if want unit; then
     section "unit: Rust tests"
     if [ "$build_ok" -ne 1 ]; then
         echo "skipped: the build failed"
-        record unit 1
+        skipped+=(unit)
     elif cargo nextest --version >/dev/null 2>&1; then
         echo "+ cargo nextest run --workspace"
         cargo nextest run --workspace --no-tests=pass </dev/null
@@ -144,7 +145,7 @@ if want e2e; then
     export SANDBAR_BIN="${SANDBAR_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/x86_64-unknown-linux-gnu/debug/sandbar}"
     if [ "$build_ok" -ne 1 ]; then
         echo "skipped: the build failed"
-        record e2e 1
+        skipped+=(e2e)
     elif [ ! -x "$REPO/.venv/bin/python" ]; then
         echo "no virtualenv at $REPO/.venv: run the 'deps' stage (scripts/install-test-deps.sh)" >&2
         record e2e 1
@@ -162,6 +163,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 section "summary"
 [ "${#passed[@]}" -gt 0 ] && echo "passed: ${passed[*]}"
+[ "${#skipped[@]}" -gt 0 ] && echo "skipped (the build failed): ${skipped[*]}"
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "FAILED: ${failed[*]}"
     exit 1
