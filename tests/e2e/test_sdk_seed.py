@@ -356,3 +356,29 @@ def test_deprecated_polling_client(server):
         assert state_of(sb) == "started"
     finally:
         d.delete(sb, timeout=60, wait=True)
+
+
+@pytest.mark.sessions
+def test_session_command_logs_stream_over_websocket(seed_sb):
+    import asyncio
+
+    p = seed_sb.process
+    sid = f"ws-{RUN}"
+    p.create_session(sid)
+    try:
+        r = p.execute_session_command(
+            sid,
+            SessionExecuteRequest(
+                command="for i in 1 2 3; do echo out$i; echo err$i 1>&2; sleep 0.2; done", run_async=True
+            ),
+        )
+        out: list[str] = []
+        err: list[str] = []
+        asyncio.run(
+            asyncio.wait_for(p.get_session_command_logs_async(sid, r.cmd_id, out.append, err.append), timeout=30)
+        )
+        stdout, stderr = "".join(out), "".join(err)
+        assert stdout.split() == ["out1", "out2", "out3"], f"stdout={stdout!r} stderr={stderr!r}"
+        assert stderr.split() == ["err1", "err2", "err3"], f"stdout={stdout!r} stderr={stderr!r}"
+    finally:
+        p.delete_session(sid)
