@@ -16,6 +16,15 @@ pub struct ServeArgs {
     /// Data directory (state database, snapshots, sandbox layers).
     #[arg(long, env = "SANDBAR_DATA_DIR", default_value_os_t = crate::default_data_dir())]
     pub data_dir: PathBuf,
+    /// Size limit of a volume whose create request names none, in GiB (sparse: unused space
+    /// costs nothing on the host).
+    #[arg(long, env = "SANDBAR_VOLUME_SIZE_GIB", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    pub volume_size_gib: u64,
+    /// Domain of port preview URLs (`http://{port}-{sandboxId}.{domain}`), with a port when it
+    /// is not the scheme's default. Default: `localhost:<listen port>` (`*.localhost` resolves
+    /// to loopback without DNS set-up). Point a wildcard DNS record at the server to use another.
+    #[arg(long, env = "SANDBAR_PREVIEW_DOMAIN")]
+    pub preview_domain: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -78,9 +87,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locate the sandbar executable")?;
     let data_dir = std::path::absolute(&args.data_dir).context("resolve the data directory")?;
     runtime()?.block_on(async move {
-        let native = NativeRuntime::new(NativeConfig::new(data_dir.clone(), exe))
+        let mut native_config = NativeConfig::new(data_dir.clone(), exe);
+        native_config.volume_size = args.volume_size_gib << 30;
+        let native = NativeRuntime::new(native_config)
             .context("prepare the native runtime")?;
         let mut config = sandbar_server::ServerConfig::new(args.listen, data_dir);
+        config.preview_domain = args.preview_domain.clone();
         config.snapshots = native
             .snapshots()
             .list()
@@ -245,5 +257,29 @@ pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Every phase with tiny sizes (CI): checks that the harness works; figures meaningless.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for bench.json, latency.png and server.log.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let config = sandbar_bench::BenchConfig {
+        exe: std::env::current_exe().context("locate the sandbar executable")?,
+        out_dir: args.out,
+        sizes: if args.quick {
+            sandbar_bench::Sizes::quick()
+        } else {
+            sandbar_bench::Sizes::full()
+        },
+    };
+    runtime()?.block_on(sandbar_bench::run(&config))?;
     Ok(())
 }

@@ -35,6 +35,9 @@ enum Command {
         #[command(subcommand)]
         command: admin::SnapshotCommand,
     },
+    /// Measure start latency, exec round trip, transfers, density and churn against a private
+    /// server (needs root); see docs/BENCHMARKS.md.
+    Bench(admin::BenchArgs),
     /// Internal: start one sandbox from a JSON configuration on stdin.
     #[command(hide = true)]
     Jail,
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => admin::serve(args),
         Command::Keys { command } => admin::keys(command),
         Command::Snapshot { command } => admin::snapshot(command),
+        Command::Bench(args) => admin::bench(args),
         Command::Jail | Command::Agent => unreachable!("handled above"),
     };
     match result {
