@@ -38,8 +38,8 @@ pub enum Plan {
 ///
 /// Start works from `stopped`, `archived` and `error` (a recovered sandbox starts over its
 /// kept writable layer). Stop works from `started` and `error` (the latter cleans up whatever
-/// is left). Archive needs a stopped sandbox; Sandbar keeps archived sandboxes on local disk,
-/// so it is only a state change. Destroy works from every state. Transitional states only
+/// is left). Archive needs a stopped sandbox and packs its writable layer into a compressed
+/// file (`archiving`); starting an archived sandbox restores it first (`restoring`). Destroy works from every state. Transitional states only
 /// exist while an operation holds the sandbox, so meeting one means another operation is
 /// under way.
 pub fn plan(state: SandboxState, action: Action) -> Result<Plan, LifecycleError> {
@@ -51,11 +51,12 @@ pub fn plan(state: SandboxState, action: Action) -> Result<Plan, LifecycleError>
     match (action, state) {
         (Action::Destroy, _) => transition(S::Destroying, S::Destroyed),
         (Action::Start, S::Started) => Ok(Plan::Nothing),
-        (Action::Start, S::Stopped | S::Archived | S::Error) => transition(S::Starting, S::Started),
+        (Action::Start, S::Stopped | S::Error) => transition(S::Starting, S::Started),
+        (Action::Start, S::Archived) => transition(S::Restoring, S::Started),
         (Action::Stop, S::Stopped | S::Archived) => Ok(Plan::Nothing),
         (Action::Stop, S::Started | S::Error) => transition(S::Stopping, S::Stopped),
         (Action::Archive, S::Archived) => Ok(Plan::Nothing),
-        (Action::Archive, S::Stopped) => transition(S::Archived, S::Archived),
+        (Action::Archive, S::Stopped) => transition(S::Archiving, S::Archived),
         (Action::Start | Action::Stop | Action::Archive, _) => {
             Err(LifecycleError::NotAllowed { state, action })
         }
@@ -100,6 +101,24 @@ mod tests {
                 target: S::Stopped
             })
         );
+        assert_eq!(
+            plan(S::Archived, Action::Start),
+            Ok(Plan::Transition {
+                through: S::Restoring,
+                target: S::Started
+            })
+        );
+        assert_eq!(
+            plan(S::Stopped, Action::Archive),
+            Ok(Plan::Transition {
+                through: S::Archiving,
+                target: S::Archived
+            })
+        );
+        assert!(matches!(
+            plan(S::Archiving, Action::Start),
+            Err(LifecycleError::Busy { .. })
+        ));
         assert!(matches!(
             plan(S::Started, Action::Archive),
             Err(LifecycleError::NotAllowed { .. })

@@ -112,6 +112,11 @@ pub struct Sandbox {
     pub state: SandboxState,
     pub desired_state: DesiredState,
     pub error_reason: Option<String>,
+    /// Why the last state change happened when nobody asked for it (auto-stop, OOM kill,
+    /// archive, host restart, ...); `None` after a change a user requested.
+    pub state_reason: Option<String>,
+    /// When the state last changed (the clock of auto-archive and auto-delete).
+    pub state_changed_at: DateTime<Utc>,
     /// Minutes of inactivity before the sandbox is stopped; 0 disables.
     pub auto_stop_interval: i64,
     /// Minutes stopped before the sandbox is archived; 0 means the maximum.
@@ -222,6 +227,8 @@ mod tests {
             state: SandboxState::Creating,
             desired_state: DesiredState::Started,
             error_reason: None,
+            state_reason: None,
+            state_changed_at: now,
             auto_stop_interval: 15,
             auto_archive_interval: 0,
             auto_delete_interval: -1,

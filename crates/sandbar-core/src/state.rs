@@ -93,7 +93,12 @@ impl SandboxState {
     pub fn is_transitional(self) -> bool {
         matches!(
             self,
-            Self::Creating | Self::Starting | Self::Stopping | Self::Destroying
+            Self::Creating
+                | Self::Starting
+                | Self::Stopping
+                | Self::Destroying
+                | Self::Archiving
+                | Self::Restoring
         )
     }
 }

@@ -131,7 +131,10 @@ impl ApiError {
                     | RuntimeError::Setup(_)
                     | RuntimeError::Signal { .. }
                     | RuntimeError::Remove { .. }
-                    | RuntimeError::Snapshot { .. } => INTERNAL,
+                    | RuntimeError::Snapshot { .. }
+                    | RuntimeError::Archive { .. }
+                    | RuntimeError::Unsupported(_)
+                    | RuntimeError::Task { .. } => INTERNAL,
                 },
                 LifecycleError::VolumeDir { .. } | LifecycleError::Task(_) => INTERNAL,
             },

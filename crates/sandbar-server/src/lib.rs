@@ -31,6 +31,7 @@ mod controllers;
 mod error;
 mod extract;
 mod lifecycle;
+mod metrics;
 mod middleware;
 mod policy;
 #[cfg(any(test, feature = "testing"))]
@@ -70,8 +71,13 @@ pub struct ServerConfig {
     pub start_timeout: Duration,
     /// After SIGTERM/SIGINT: how long in-flight requests may still run.
     pub shutdown_grace: Duration,
-    /// How often auto-stop / auto-archive / auto-delete run.
-    pub policy_interval: Duration,
+    /// Divides every lifecycle interval (auto-stop/archive/delete); **tests only** (from
+    /// `SANDBAR_TIME_SCALE`; 1 in production).
+    pub time_scale: f64,
+    /// At SIGTERM/SIGINT, stop every started sandbox (default: leave them running).
+    pub stop_sandboxes_on_exit: bool,
+    /// Serve `/metrics` without authentication (default: a key of the default organization).
+    pub metrics_public: bool,
 }
 
 impl ServerConfig {
@@ -88,7 +94,9 @@ impl ServerConfig {
             snapshots: Vec::new(),
             start_timeout: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(30),
-            policy_interval: Duration::from_secs(15),
+            time_scale: policy::time_scale_from_env(),
+            stop_sandboxes_on_exit: false,
+            metrics_public: false,
         }
     }
 }
@@ -140,6 +148,9 @@ impl AppState {
     /// listener is bound to (its port is used for default URLs).
     pub async fn open(
         config: &ServerConfig,
+    /// Wakes the lifecycle scheduler (an interval changed).
+    scheduler_wake: tokio::sync::Notify,
+    metrics_public: bool,
         runtime: Arc<dyn SandboxRuntime>,
         local_addr: SocketAddr,
     ) -> Result<Self, ServerError> {
@@ -201,6 +212,7 @@ impl AppState {
     }
 
     pub fn lifecycle(&self) -> &Lifecycle {
+            Arc::new(metrics::Metrics::new()),
         &self.inner.lifecycle
     }
 
@@ -212,10 +224,22 @@ impl AppState {
         &self.inner.urls
     }
 
-    /// Starts the background tasks: activity flushing and the auto-stop/archive/delete policy.
-    pub fn spawn_background(&self, policy_interval: Duration) {
+    /// Wakes the lifecycle scheduler to recompute deadlines (after an interval change).
+    fn scheduler_wake(&self) -> &tokio::sync::Notify {
+        &self.inner.scheduler_wake
+    }
+
+    fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Starts the background tasks: activity flushing and the lifecycle scheduler
+    /// (auto-stop/archive/delete), with intervals divided by `time_scale`.
+    pub fn spawn_background(&self, time_scale: f64) {
         let state = self.clone();
         tokio::spawn(async move {
+                scheduler_wake: tokio::sync::Notify::new(),
+                metrics_public: config.metrics_public,
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
@@ -224,16 +248,7 @@ impl AppState {
                 }
             }
         });
-        let state = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(policy_interval);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => policy::run_once(&state).await,
-                    () = state.inner.shutdown.cancelled() => return,
-                }
-            }
-        });
+        policy::spawn(self.clone(), time_scale);
     }
 
     /// Stops background tasks and exit watchers (sandboxes keep running) and writes pending
@@ -300,7 +315,7 @@ pub async fn serve_on(
 ) -> Result<(), ServerError> {
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
     let state = AppState::open(&config, runtime, local_addr).await?;
-    state.spawn_background(config.policy_interval);
+    state.spawn_background(config.time_scale);
     info!(addr = %local_addr, toolbox = %state.urls().toolbox, "sandbar listening");
 
     let stopping = CancellationToken::new();
@@ -324,7 +339,15 @@ pub async fn serve_on(
             Ok(())
         }
     };
-    info!("shutting down; sandboxes keep running");
+    if config.stop_sandboxes_on_exit {
+        info!("shutting down; stopping every started sandbox");
+        state
+            .lifecycle()
+            .stop_all(lifecycle::reason::SERVER_SHUTDOWN)
+            .await;
+    } else {
+        info!("shutting down; sandboxes keep running");
+    }
     state.shutdown().await;
     state.store().close().await;
     result.map_err(ServerError::Serve)

@@ -6,22 +6,25 @@
 //! cancel a half-done start or stop.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use sandbar_core::lifecycle::{self, Action, Plan};
 use sandbar_core::{DesiredState, LaunchedProcess, Sandbox, SandboxState};
+use sandbar_runtime::volume::DirVolumes;
 use sandbar_runtime::{
     ExitInfo, Launched, Mount, Resources, RuntimeError, SandboxRuntime, SandboxSpec,
+    VolumeStorage,
 };
 use sandbar_store::{SandboxChange, Store, StoreError};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{broadcast, Mutex, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-/// Reasons recorded in `errorReason`.
+/// Reasons recorded in `errorReason` (errors) and `stateReason` (every state change nobody
+/// asked for). See `docs/lifecycle.md`.
 pub mod reason {
     pub const OOM: &str = "out of memory (OOM kill)";
     pub const INIT_EXITED: &str = "sandbox init (agent) exited unexpectedly";
@@ -29,6 +32,40 @@ pub mod reason {
     pub const CREATE_INTERRUPTED: &str = "sandbox creation was interrupted by a server restart";
     pub const START_INTERRUPTED: &str = "sandbox start was interrupted by a server restart";
     pub const STOP_INTERRUPTED: &str = "sandbox stop was interrupted by a server restart";
+    pub const ARCHIVE_INTERRUPTED: &str =
+        "archive was interrupted by a server restart; the writable layer was kept";
+    pub const ARCHIVE_FINISHED_AFTER_RESTART: &str =
+        "archive completed after a server restart";
+    pub const SERVER_SHUTDOWN: &str = "stopped by server shutdown (--stop-sandboxes-on-exit)";
+
+    /// Auto-stop after `minutes` without activity.
+    pub fn idle(minutes: i64) -> String {
+        format!("auto-stop: no activity for {minutes} minutes")
+    }
+
+    /// Auto-archive after `minutes` stopped.
+    pub fn archived(minutes: i64) -> String {
+        format!("auto-archive: stopped for {minutes} minutes")
+    }
+
+    /// Auto-delete after `minutes` stopped (0: ephemeral, deleted on stop).
+    pub fn deleted(minutes: i64) -> String {
+        if minutes == 0 {
+            "auto-delete: ephemeral sandbox stopped".to_owned()
+        } else {
+            format!("auto-delete: stopped for {minutes} minutes")
+        }
+    }
+
+    /// A user's archive request.
+    pub const ARCHIVE_FAILED: &str = "archive failed; the writable layer was kept";
+}
+
+/// One recorded state change, published to event listeners (the scheduler, Socket.IO).
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub sandbox: Sandbox,
+    pub old_state: SandboxState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +83,6 @@ pub enum LifecycleError {
         #[source]
         source: RuntimeError,
     },
-    #[error("failed to prepare volume directory {path}")]
-    VolumeDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("sandbox operation task failed")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -65,7 +96,8 @@ impl From<StoreError> for LifecycleError {
 /// Settings of the lifecycle manager.
 #[derive(Debug, Clone)]
 pub struct LifecycleConfig {
-    /// Host directory holding one directory per volume (`<volumes_dir>/<volume id>`).
+    /// Host directory holding one directory per volume (`<volumes_dir>/<volume id>`), used
+    /// when the runtime has no volume storage of its own.
     pub volumes_dir: PathBuf,
     /// Longest wait for `runtime.start` before the start counts as failed.
     pub start_timeout: Duration,
@@ -79,10 +111,14 @@ pub struct Lifecycle {
 struct Inner {
     store: Store,
     runtime: Arc<dyn SandboxRuntime>,
+    volumes: Arc<dyn VolumeStorage>,
     config: LifecycleConfig,
     locks: StdMutex<HashMap<Uuid, Arc<Mutex<()>>>>,
     /// Cancelled at shutdown: watchers stop watching, sandboxes keep running.
     shutdown: CancellationToken,
+    /// Every recorded state change (and `destroyed` for deleted rows).
+    events: broadcast::Sender<StateChange>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Renders an error and its sources as `a: b: c` (for `errorReason` and logs).
@@ -112,15 +148,42 @@ fn from_launched(launched: Launched) -> LaunchedProcess {
 }
 
 impl Lifecycle {
-    pub fn new(store: Store, runtime: Arc<dyn SandboxRuntime>, config: LifecycleConfig) -> Self {
+    pub fn new(
+        store: Store,
+        runtime: Arc<dyn SandboxRuntime>,
+        config: LifecycleConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        let volumes = runtime
+            .volume_storage()
+            .unwrap_or_else(|| Arc::new(DirVolumes::new(config.volumes_dir.clone())));
         Self {
             inner: Arc::new(Inner {
                 store,
                 runtime,
+                volumes,
                 config,
                 locks: StdMutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
+                events: broadcast::channel(1024).0,
+                metrics,
             }),
+        }
+    }
+
+    /// Subscribes to state changes (lagging receivers lose the oldest).
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
+    }
+
+    fn publish(&self, sandbox: Sandbox, old_state: SandboxState) {
+        if sandbox.state != old_state {
+            // No receiver is fine.
+            let _ = self.inner.events.send(StateChange { sandbox, old_state });
         }
     }
 
@@ -133,9 +196,9 @@ impl Lifecycle {
         self.inner.shutdown.cancel();
     }
 
-    /// Host directory of a volume.
-    pub fn volume_dir(&self, volume: Uuid) -> PathBuf {
-        self.inner.config.volumes_dir.join(volume.to_string())
+    /// Where volumes are stored.
+    pub fn volumes(&self) -> &Arc<dyn VolumeStorage> {
+        &self.inner.volumes
     }
 
     async fn lock(&self, id: Uuid) -> OwnedMutexGuard<()> {
@@ -169,6 +232,7 @@ impl Lifecycle {
         tokio::spawn(op).await.map_err(LifecycleError::Task)?
     }
 
+    /// Records a state change. An error's reason is also its `stateReason`.
     async fn set_state(
         &self,
         id: Uuid,
@@ -177,7 +241,34 @@ impl Lifecycle {
         error_reason: Option<String>,
         launched: Option<LaunchedProcess>,
     ) -> Result<Sandbox, LifecycleError> {
-        self.inner
+        let reason = error_reason.clone();
+        self.record(id, state, desired_state, error_reason, reason, launched)
+            .await
+    }
+
+    /// Records a state change with the reason it happened (`None`: a user asked).
+    async fn record(
+        &self,
+        id: Uuid,
+        state: SandboxState,
+        desired_state: DesiredState,
+        error_reason: Option<String>,
+        reason: Option<String>,
+        launched: Option<LaunchedProcess>,
+    ) -> Result<Sandbox, LifecycleError> {
+        let old_state = self
+            .inner
+            .store
+            .get_sandbox(id)
+            .await?
+            .map(|s| s.state)
+            .unwrap_or(SandboxState::Unknown);
+        if state == SandboxState::Error {
+            let why = error_reason.as_deref().unwrap_or("unknown");
+            self.inner.metrics.failure(old_state, why);
+        }
+        let sandbox = self
+            .inner
             .store
             .update_sandbox(
                 id,
@@ -185,23 +276,22 @@ impl Lifecycle {
                     state,
                     desired_state,
                     error_reason,
+                    reason,
                     launched,
                 },
             )
             .await?
-            .ok_or(LifecycleError::NotFound(id))
+            .ok_or(LifecycleError::NotFound(id))?;
+        self.publish(sandbox.clone(), old_state);
+        Ok(sandbox)
     }
 
     fn spec(&self, sandbox: &Sandbox) -> Result<SandboxSpec, LifecycleError> {
         let mut mounts = Vec::with_capacity(sandbox.volumes.len());
         for volume in &sandbox.volumes {
-            let mut host_path = self.volume_dir(volume.volume_id);
-            if let Some(subpath) = &volume.subpath {
-                host_path.push(subpath);
-            }
-            create_dir(&host_path)?;
             mounts.push(Mount {
-                host_path,
+                host_path: self.inner.volumes.root(&volume.volume_id.to_string()),
+                subpath: volume.subpath.clone(),
                 target: volume.mount_path.clone(),
                 read_only: false,
             });
@@ -291,16 +381,21 @@ impl Lifecycle {
         let this = self.clone();
         self.detached(async move {
             let _guard = this.lock(sandbox.id).await;
+            let timer = this.inner.metrics.timer(crate::metrics::Operation::Create);
             sandbox.state = SandboxState::Creating;
             sandbox.desired_state = DesiredState::Started;
             this.inner.store.insert_sandbox(&sandbox).await?;
             info!(sandbox = %sandbox.id, name = %sandbox.name, "creating sandbox");
-            this.launch(&sandbox).await
+            this.publish(sandbox.clone(), SandboxState::Unknown);
+            let created = this.launch(&sandbox).await;
+            timer.finish(matches!(&created, Ok(s) if s.state == SandboxState::Started));
+            created
         })
         .await
     }
 
-    /// Starts a stopped, archived or errored sandbox (no-op when started).
+    /// Starts a stopped, archived or errored sandbox (no-op when started). An archived
+    /// sandbox passes through `restoring` while the runtime unpacks its layer.
     pub async fn start(&self, id: Uuid) -> Result<Sandbox, LifecycleError> {
         let this = self.clone();
         self.detached(async move {
@@ -314,10 +409,18 @@ impl Lifecycle {
             match lifecycle::plan(sandbox.state, Action::Start)? {
                 Plan::Nothing => Ok(sandbox),
                 Plan::Transition { through, .. } => {
+                    let timer = this.inner.metrics.timer(crate::metrics::Operation::Start);
                     let sandbox = this
                         .set_state(id, through, DesiredState::Started, None, None)
                         .await?;
-                    this.launch(&sandbox).await
+                    // A start is activity: an old `lastActivityAt` must not stop it at once.
+                    this.inner
+                        .store
+                        .update_sandbox(id, SandboxChange::Activity(sandbar_core::time::now()))
+                        .await?;
+                    let started = this.launch(&sandbox).await;
+                    timer.finish(matches!(&started, Ok(s) if s.state == SandboxState::Started));
+                    started
                 }
             }
         })
@@ -328,6 +431,16 @@ impl Lifecycle {
     /// auto-delete interval is 0 (ephemeral) is destroyed right after; the returned record then
     /// has state `destroyed`.
     pub async fn stop(&self, id: Uuid, force: bool) -> Result<Sandbox, LifecycleError> {
+        self.stop_because(id, force, None).await
+    }
+
+    /// [`Lifecycle::stop`] that nobody asked for: `reason` is recorded in `stateReason`.
+    pub async fn stop_because(
+        &self,
+        id: Uuid,
+        force: bool,
+        reason: Option<String>,
+    ) -> Result<Sandbox, LifecycleError> {
         let this = self.clone();
         self.detached(async move {
             let guard = this.lock(id).await;
@@ -340,8 +453,16 @@ impl Lifecycle {
             let stopped = match lifecycle::plan(sandbox.state, Action::Stop)? {
                 Plan::Nothing => return Ok(sandbox),
                 Plan::Transition { through, target } => {
-                    this.set_state(id, through, DesiredState::Stopped, None, sandbox.launched)
-                        .await?;
+                    let timer = this.inner.metrics.timer(crate::metrics::Operation::Stop);
+                    this.record(
+                        id,
+                        through,
+                        DesiredState::Stopped,
+                        None,
+                        reason.clone(),
+                        sandbox.launched,
+                    )
+                    .await?;
                     let launched = sandbox.launched.map(to_launched);
                     if let Err(source) = this
                         .inner
@@ -349,6 +470,7 @@ impl Lifecycle {
                         .stop(&id.to_string(), launched, force)
                         .await
                     {
+                        timer.finish(false);
                         let reason = error_chain(&source);
                         this.set_state(
                             id,
@@ -364,22 +486,37 @@ impl Lifecycle {
                             source,
                         });
                     }
-                    info!(sandbox = %id, force, "sandbox stopped");
-                    this.set_state(id, target, DesiredState::Stopped, None, None)
+                    timer.finish(true);
+                    info!(sandbox = %id, force, reason = reason.as_deref().unwrap_or("requested"), "sandbox stopped");
+                    this.record(id, target, DesiredState::Stopped, None, reason, None)
                         .await?
                 }
             };
             if stopped.auto_delete_interval == 0 {
                 drop(guard);
-                return this.destroy_locked(id).await;
+                return this
+                    .destroy_locked(id, Some(reason::deleted(0)))
+                    .await;
             }
             Ok(stopped)
         })
         .await
     }
 
-    /// Marks a stopped sandbox archived (Sandbar keeps its layer on local disk either way).
+    /// Archives a stopped sandbox: its writable layer is packed into one compressed file and
+    /// the layer's disk space freed. Crash-safe: the state says `archiving` while the archive
+    /// is written; `archived` is recorded once it is complete and durable, and only then is
+    /// the layer deleted (see [`Lifecycle::recover`]).
     pub async fn archive(&self, id: Uuid) -> Result<Sandbox, LifecycleError> {
+        self.archive_because(id, None).await
+    }
+
+    /// [`Lifecycle::archive`] that nobody asked for: `reason` goes to `stateReason`.
+    pub async fn archive_because(
+        &self,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Sandbox, LifecycleError> {
         let this = self.clone();
         self.detached(async move {
             let _guard = this.lock(id).await;
@@ -389,13 +526,42 @@ impl Lifecycle {
                 .get_sandbox(id)
                 .await?
                 .ok_or(LifecycleError::NotFound(id))?;
-            match lifecycle::plan(sandbox.state, Action::Archive)? {
-                Plan::Nothing => Ok(sandbox),
-                Plan::Transition { target, .. } => {
-                    this.set_state(id, target, DesiredState::Archived, None, None)
-                        .await
+            let Plan::Transition { through, target } =
+                lifecycle::plan(sandbox.state, Action::Archive)?
+            else {
+                return Ok(sandbox);
+            };
+            let timer = this.inner.metrics.timer(crate::metrics::Operation::Archive);
+            this.record(id, through, DesiredState::Archived, None, reason.clone(), None)
+                .await?;
+            let key = id.to_string();
+            let runtime = &this.inner.runtime;
+            let bytes = match runtime.archive(&key).await {
+                Ok(bytes) => bytes,
+                Err(source) => {
+                    timer.finish(false);
+                    let why = format!("{}: {}", reason::ARCHIVE_FAILED, error_chain(&source));
+                    warn!(sandbox = %id, reason = %why, "archive failed");
+                    this.inner.metrics.failure(SandboxState::Archiving, &why);
+                    this.record(id, SandboxState::Stopped, DesiredState::Stopped, None, Some(why), None)
+                        .await?;
+                    return Err(LifecycleError::Runtime {
+                        action: "archive",
+                        id,
+                        source,
+                    });
                 }
+            };
+            let archived = this
+                .record(id, target, DesiredState::Archived, None, reason, None)
+                .await?;
+            if let Err(err) = runtime.drop_layer(&key).await {
+                // The archive is complete and authoritative; the next recovery retries.
+                warn!(sandbox = %id, error = %error_chain(&err), "failed to free the archived layer");
             }
+            timer.finish(true);
+            info!(sandbox = %id, bytes, "sandbox archived");
+            Ok(archived)
         })
         .await
     }
@@ -404,11 +570,22 @@ impl Lifecycle {
     /// deletes its row. Returns the last record with state `destroyed`.
     pub async fn destroy(&self, id: Uuid) -> Result<Sandbox, LifecycleError> {
         let this = self.clone();
-        self.detached(async move { this.destroy_locked(id).await })
+        self.detached(async move { this.destroy_locked(id, None).await })
             .await
     }
 
-    async fn destroy_locked(&self, id: Uuid) -> Result<Sandbox, LifecycleError> {
+    /// [`Lifecycle::destroy`] that nobody asked for (auto-delete).
+    pub async fn destroy_because(&self, id: Uuid, reason: String) -> Result<Sandbox, LifecycleError> {
+        let this = self.clone();
+        self.detached(async move { this.destroy_locked(id, Some(reason)).await })
+            .await
+    }
+
+    async fn destroy_locked(
+        &self,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Sandbox, LifecycleError> {
         let _guard = self.lock(id).await;
         let sandbox = self
             .inner
@@ -420,8 +597,15 @@ impl Lifecycle {
         else {
             return Ok(sandbox);
         };
-        self.set_state(id, through, DesiredState::Destroyed, None, sandbox.launched)
-            .await?;
+        self.record(
+            id,
+            through,
+            DesiredState::Destroyed,
+            None,
+            reason.clone(),
+            sandbox.launched,
+        )
+        .await?;
         if let Err(source) = self
             .inner
             .runtime
@@ -445,13 +629,40 @@ impl Lifecycle {
         }
         self.inner.store.delete_sandbox(id).await?;
         self.forget_lock(id);
-        info!(sandbox = %id, "sandbox destroyed");
+        info!(sandbox = %id, reason = reason.as_deref().unwrap_or("requested"), "sandbox destroyed");
         let mut gone = sandbox;
         gone.state = target;
         gone.desired_state = DesiredState::Destroyed;
         gone.launched = None;
+        gone.state_reason = reason;
         gone.updated_at = sandbar_core::time::now();
+        gone.state_changed_at = gone.updated_at;
+        self.publish(gone.clone(), through);
         Ok(gone)
+    }
+
+    /// Stops every started sandbox (server shutdown with `--stop-sandboxes-on-exit`).
+    pub async fn stop_all(&self, reason: &str) {
+        let sandboxes = match self.inner.store.all_sandboxes().await {
+            Ok(sandboxes) => sandboxes,
+            Err(err) => {
+                warn!(error = %error_chain(&err), "cannot list sandboxes to stop");
+                return;
+            }
+        };
+        let stops = sandboxes
+            .into_iter()
+            .filter(|s| s.state == SandboxState::Started)
+            .map(|s| {
+                let this = self.clone();
+                let reason = reason.to_owned();
+                async move {
+                    if let Err(err) = this.stop_because(s.id, false, Some(reason)).await {
+                        warn!(sandbox = %s.id, error = %error_chain(&err), "stop at shutdown failed");
+                    }
+                }
+            });
+        futures_util::future::join_all(stops).await;
     }
 
     /// Watches a started sandbox; when its process tree ends while still recorded as started
@@ -552,7 +763,36 @@ impl Lifecycle {
                     self.set_state(id, SandboxState::Error, DesiredState::Started, reason, None)
                         .await?;
                 }
-                SandboxState::Starting => {
+                SandboxState::Archiving => {
+                    cleanup(runtime.settle_archive(&key).await, id, "settle archive");
+                    if runtime.is_archived(&key) {
+                        // The archive is complete and durable: finish the job.
+                        info!(sandbox = %id, "finishing interrupted archive");
+                        let reason = Some(reason::ARCHIVE_FINISHED_AFTER_RESTART.to_owned());
+                        self.record(id, SandboxState::Archived, DesiredState::Archived, None, reason, None)
+                            .await?;
+                        cleanup(runtime.drop_layer(&key).await, id, "free archived layer");
+                    } else {
+                        warn!(sandbox = %id, "undoing interrupted archive; the layer is intact");
+                        let reason = Some(reason::ARCHIVE_INTERRUPTED.to_owned());
+                        self.record(id, SandboxState::Stopped, DesiredState::Stopped, None, reason, None)
+                            .await?;
+                    }
+                }
+                SandboxState::Archived => {
+                    cleanup(runtime.settle_archive(&key).await, id, "settle archive");
+                    if runtime.is_archived(&key) {
+                        // A crash between recording `archived` and freeing the layer.
+                        cleanup(runtime.drop_layer(&key).await, id, "free archived layer");
+                    }
+                }
+                SandboxState::Stopped | SandboxState::Error => {
+                    cleanup(runtime.settle_archive(&key).await, id, "settle archive");
+                }
+                SandboxState::Starting | SandboxState::Restoring => {
+                    // An interrupted restore keeps its complete archive: the next start
+                    // restores again.
+                    cleanup(runtime.settle_archive(&key).await, id, "settle archive");
                     warn!(sandbox = %id, "cleaning up interrupted start");
                     cleanup(runtime.stop(&key, launched, true).await, id, "stop");
                     let reason = Some(reason::START_INTERRUPTED.to_owned());
@@ -630,9 +870,3 @@ fn cleanup(result: Result<(), RuntimeError>, id: Uuid, action: &str) {
     }
 }
 
-fn create_dir(path: &Path) -> Result<(), LifecycleError> {
-    std::fs::create_dir_all(path).map_err(|source| LifecycleError::VolumeDir {
-        path: path.to_owned(),
-        source,
-    })
-}

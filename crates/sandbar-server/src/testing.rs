@@ -16,6 +16,7 @@ pub enum Call {
     Start(String),
     Stop { id: String, force: bool },
     Destroy(String),
+    Archive(String),
 }
 
 #[derive(Default)]
@@ -28,6 +29,8 @@ struct FakeState {
     host: HashSet<String>,
     next_pid: i32,
     fail_next_start: Option<String>,
+    /// Sandboxes whose layer is archived (restored by the next start).
+    archived: HashSet<String>,
 }
 
 pub struct FakeRuntime {
@@ -111,6 +114,10 @@ impl FakeRuntime {
         }
     }
 
+    pub fn is_archived(&self, id: &str) -> bool {
+        self.with(|s| s.archived.contains(id))
+    }
+
     pub fn has_host_state(&self, id: &str) -> bool {
         self.with(|s| s.host.contains(id))
     }
@@ -131,6 +138,7 @@ impl SandboxRuntime for FakeRuntime {
             s.calls.push(Call::Start(spec.id.clone()));
             s.specs.insert(spec.id.clone(), spec.clone());
             s.host.insert(spec.id.clone());
+            s.archived.remove(&spec.id);
             if let Some(message) = s.fail_next_start.take() {
                 return Err(RuntimeError::Setup(message));
             }
@@ -169,8 +177,32 @@ impl SandboxRuntime for FakeRuntime {
             s.calls.push(Call::Destroy(id.to_owned()));
             Self::end(s, id);
             s.host.remove(id);
+            s.archived.remove(id);
         });
         Ok(())
+    }
+
+    async fn archive(&self, id: &str) -> Result<u64, RuntimeError> {
+        self.with(|s| {
+            s.calls.push(Call::Archive(id.to_owned()));
+            if s.running.contains_key(id) {
+                return Err(RuntimeError::Setup(format!("sandbox {id} is running")));
+            }
+            s.archived.insert(id.to_owned());
+            Ok(1)
+        })
+    }
+
+    async fn drop_layer(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.is_archived(id) {
+            Ok(())
+        } else {
+            Err(RuntimeError::Setup(format!("sandbox {id} has no archive")))
+        }
+    }
+
+    fn is_archived(&self, id: &str) -> bool {
+        FakeRuntime::is_archived(self, id)
     }
 
     fn is_alive(&self, launched: Launched) -> bool {

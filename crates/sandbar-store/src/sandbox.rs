@@ -23,12 +23,14 @@ pub const MAX_PAGE: u32 = 200;
 /// `updated_at`.
 #[derive(Debug, Clone)]
 pub enum SandboxChange {
-    /// A lifecycle step: the new state, the desired state, the error (cleared when `None`) and
-    /// the running init (cleared when `None`).
+    /// A lifecycle step: the new state, the desired state, the error (cleared when `None`),
+    /// why it happened when no user asked (cleared when `None`) and the running init (cleared
+    /// when `None`). Sets `state_changed_at`.
     State {
         state: SandboxState,
         desired_state: DesiredState,
         error_reason: Option<String>,
+        reason: Option<String>,
         launched: Option<LaunchedProcess>,
     },
     Labels(BTreeMap<String, String>),
@@ -209,6 +211,11 @@ fn sandbox_from_row(row: &SqliteRow) -> Result<Sandbox, StoreError> {
             .parse()
             .map_err(|_| corrupt(TABLE, &id, format!("bad desired state {desired:?}")))?,
         error_reason: column(row, "error_reason")?,
+        state_reason: column(row, "state_reason")?,
+        state_changed_at: match column::<Option<String>>(row, "state_changed_at")? {
+            Some(_) => time("state_changed_at")?,
+            None => time("updated_at")?,
+        },
         auto_stop_interval: column(row, "auto_stop_interval")?,
         auto_archive_interval: column(row, "auto_archive_interval")?,
         auto_delete_interval: column(row, "auto_delete_interval")?,
@@ -229,8 +236,8 @@ impl Store {
             "INSERT INTO sandboxes (id, organization_id, name, user, env, labels, public, network_block_all, \
              network_allow_list, target, cpu, gpu, memory, disk, snapshot, state, desired_state, error_reason, \
              auto_stop_interval, auto_archive_interval, auto_delete_interval, volumes, created_at, updated_at, \
-             last_activity_at, launched_pid, launched_start_time, preview_token) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             last_activity_at, launched_pid, launched_start_time, preview_token, state_reason, state_changed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(sandbox.id.to_string())
         .bind(sandbox.organization_id.to_string())
@@ -260,6 +267,8 @@ impl Store {
         .bind(sandbox.launched.map(|l| i64::from(l.pid)))
         .bind(sandbox.launched.map(|l| l.start_time as i64))
         .bind(&sandbox.preview_token)
+        .bind(&sandbox.state_reason)
+        .bind(fmt_time(sandbox.state_changed_at))
         .execute(&self.pool)
         .await
         .map_err(insert_failed("insert sandbox", "sandbox", &sandbox.name))?;
@@ -275,13 +284,16 @@ impl Store {
         let now = fmt_time(sandbar_core::time::now());
         let id = id.to_string();
         let query = match &change {
-            SandboxChange::State { state, desired_state, error_reason, launched } => sqlx::query(
-                "UPDATE sandboxes SET state = ?, desired_state = ?, error_reason = ?, launched_pid = ?, \
-                 launched_start_time = ?, updated_at = ? WHERE id = ? RETURNING *",
+            SandboxChange::State { state, desired_state, error_reason, reason, launched } => sqlx::query(
+                "UPDATE sandboxes SET state = ?, desired_state = ?, error_reason = ?, state_reason = ?, \
+                 state_changed_at = ?, launched_pid = ?, launched_start_time = ?, updated_at = ? \
+                 WHERE id = ? RETURNING *",
             )
             .bind(state.as_str())
             .bind(desired_state.as_str())
             .bind(error_reason)
+            .bind(reason)
+            .bind(now.clone())
             .bind(launched.map(|l| i64::from(l.pid)))
             .bind(launched.map(|l| l.start_time as i64)),
             SandboxChange::Labels(labels) => {

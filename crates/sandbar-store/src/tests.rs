@@ -29,6 +29,8 @@ fn sandbox(org: Uuid, name: &str, labels: &[(&str, &str)]) -> Sandbox {
         state: SandboxState::Started,
         desired_state: DesiredState::Started,
         error_reason: None,
+        state_reason: None,
+        state_changed_at: now,
         auto_stop_interval: 15,
         auto_archive_interval: 10080,
         auto_delete_interval: -1,
@@ -125,12 +127,14 @@ async fn sandboxes_round_trip_and_names_conflict_per_organization() {
                 state: SandboxState::Error,
                 desired_state: DesiredState::Started,
                 error_reason: Some("boom".into()),
+                reason: Some("out of memory".into()),
                 launched: None,
             },
         )
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(updated.state_reason.as_deref(), Some("out of memory"));
     assert_eq!(updated.state, SandboxState::Error);
     assert_eq!(updated.launched, None);
     store.close().await;

@@ -152,6 +152,13 @@ pub struct Sandbox {
 /// Body of `GET /api/sandbox` (§3.2).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
+    /// Sandbar extension: why the last state change happened when no user asked for it
+    /// (auto-stop, auto-archive, OOM kill, server restart, ...); absent after a requested one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    /// Sandbar extension: when the state last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_changed_at: Option<String>,
 pub struct SandboxList {
     pub items: Vec<Sandbox>,
     pub next_cursor: Option<String>,

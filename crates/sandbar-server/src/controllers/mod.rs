@@ -8,6 +8,8 @@ use crate::error::ApiError;
 use crate::AppState;
 
 mod config;
+mod metrics;
+mod observe;
 mod sandbox;
 mod snapshot;
 mod toolbox;
@@ -81,6 +83,7 @@ pub fn router(state: AppState) -> Router<AppState> {
 async fn socket_io(method: Method, uri: Uri) -> ApiError {
     ApiError::RouteNotFound {
         method: method.to_string(),
+        .route("/metrics", get(metrics::scrape))
         path: uri.path().to_owned(),
     }
 }

@@ -75,18 +75,29 @@ pub fn to_wire(state: &AppState, sandbox: &Sandbox) -> api::Sandbox {
         created_at: Some(time(sandbox.created_at)),
         updated_at: Some(time(sandbox.updated_at)),
         last_activity_at: Some(time(last_activity)),
+        state_reason: sandbox.state_reason.clone(),
+        state_changed_at: Some(time(sandbox.state_changed_at)),
     }
 }
 
 /// The sandbox `id_or_name` of `org`, recording activity on it.
 pub async fn find(state: &AppState, org: AuthOrg, id_or_name: &str) -> Result<Sandbox, ApiError> {
-    let sandbox = state
+    let sandbox = find_quietly(state, org, id_or_name).await?;
+    state.activity().touch(sandbox.id);
+    Ok(sandbox)
+}
+
+/// The sandbox `id_or_name` of `org`, without recording activity (reads: SDKs poll them).
+pub async fn find_quietly(
+    state: &AppState,
+    org: AuthOrg,
+    id_or_name: &str,
+) -> Result<Sandbox, ApiError> {
+    state
         .store()
         .find_sandbox(org.0, id_or_name)
         .await?
-        .ok_or_else(|| ApiError::SandboxNotFound(id_or_name.to_owned()))?;
-    state.activity().touch(sandbox.id);
-    Ok(sandbox)
+        .ok_or_else(|| ApiError::SandboxNotFound(id_or_name.to_owned()))
 }
 
 /// Picks the snapshot of a create request: `snapshot`, or the image of a one-line
@@ -223,6 +234,8 @@ pub async fn create(
             .unwrap_or(DEFAULT_AUTO_DELETE_MINUTES),
         volumes,
         created_at: now,
+        state_reason: None,
+        state_changed_at: now,
         updated_at: now,
         last_activity_at: now,
         launched: None,
@@ -378,7 +391,11 @@ pub async fn stop(
     query: QueryPairs,
 ) -> Result<Json<api::Sandbox>, ApiError> {
     let force = query.bool("force")?.unwrap_or(false);
-    let sandbox = find(&state, org, &id).await?;
+    // A read is activity only when the sandbox's `sandbar.io/activity` label says `read`.
+    let sandbox = find_quietly(&state, org, &id).await?;
+    if crate::activity::ActivityPolicy::of(&sandbox).read {
+        state.activity().touch(sandbox.id);
+    }
     let sandbox = state.lifecycle().stop(sandbox.id, force).await?;
     Ok(Json(to_wire(&state, &sandbox)))
 }
@@ -400,11 +417,14 @@ async fn change(
     change: SandboxChange,
 ) -> Result<Sandbox, ApiError> {
     let sandbox = find(state, org, id).await?;
-    state
+    let changed = state
         .store()
         .update_sandbox(sandbox.id, change)
         .await?
-        .ok_or_else(|| ApiError::SandboxNotFound(id.to_owned()))
+        .ok_or_else(|| ApiError::SandboxNotFound(id.to_owned()))?;
+    // A new interval or activity label may bring a deadline forward.
+    state.scheduler_wake().notify_one();
+    Ok(changed)
 }
 
 /// `PUT /api/sandbox/{id}/labels` → 200 `{labels}`; replaces every label.

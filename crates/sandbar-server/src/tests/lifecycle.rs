@@ -156,6 +156,8 @@ fn row(org: Uuid, name: &str, state: SandboxState) -> Sandbox {
         state,
         desired_state: DesiredState::Started,
         error_reason: None,
+        state_reason: None,
+        state_changed_at: sandbar_core::time::now(),
         auto_stop_interval: 15,
         auto_archive_interval: 10080,
         auto_delete_interval: -1,
@@ -242,8 +244,10 @@ async fn idle_sandboxes_are_auto_stopped() {
     let past = sandbar_core::time::now() - chrono::Duration::minutes(5);
     let uuid: Uuid = id.parse().unwrap();
     backdate_activity(&app, uuid, past).await;
-    crate::policy::run_once(&app.state).await;
-    assert_eq!(app.wait_state(id, "stopped").await["state"], "stopped");
+    crate::policy::run_due(&app.state, 1.0, &Default::default()).await;
+    let stopped = app.wait_state(id, "stopped").await;
+    assert_eq!(stopped["state"], "stopped");
+    assert_eq!(stopped["stateReason"], crate::lifecycle::reason::idle(1));
     let got = app
         .call(Method::GET, &format!("/api/sandbox/{keep}"), None)
         .await;
@@ -256,4 +260,89 @@ async fn backdate_activity(app: &TestApp, id: Uuid, at: chrono::DateTime<chrono:
     app.state.store().delete_sandbox(id).await.unwrap();
     sandbox.last_activity_at = at;
     app.state.store().insert_sandbox(&sandbox).await.unwrap();
+}
+
+/// The scheduler with a 600× time scale (a "minute" is 0.1 s): stop when idle, archive when
+/// stopped, delete when archived, each once, with the reason recorded.
+#[tokio::test]
+async fn the_scheduler_stops_archives_and_deletes_in_order() {
+    let app = TestApp::new().await;
+    crate::policy::spawn(app.state.clone(), 600.0);
+    let sb = app
+        .create(json!({"autoStopInterval": 1, "autoArchiveInterval": 1, "autoDeleteInterval": 5}))
+        .await;
+    let id = sb["id"].as_str().unwrap().to_owned();
+    let busy = app
+        .create(json!({"autoStopInterval": 0, "autoArchiveInterval": 1}))
+        .await;
+    let busy = busy["id"].as_str().unwrap().to_owned();
+
+    let archived = app.wait_state(&id, "archived").await;
+    assert_eq!(archived["stateReason"], crate::lifecycle::reason::archived(1));
+    assert!(app.runtime.calls().contains(&Call::Archive(id.clone())));
+    // Gone after the delete interval.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = app.call(Method::GET, &format!("/api/sandbox/{id}"), None).await;
+        if got.status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not deleted: {}", got.body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let stops = app
+        .runtime
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Stop { id: s, force: false } if *s == id))
+        .count();
+    assert_eq!(stops, 1, "auto-stop fires once");
+    // autoStopInterval 0: never stopped.
+    let got = app.call(Method::GET, &format!("/api/sandbox/{busy}"), None).await;
+    assert_eq!(got.body["state"], "started");
+    app.state.shutdown().await;
+}
+
+#[tokio::test]
+async fn archived_sandboxes_restore_on_start_and_settle_after_a_crash() {
+    let app = TestApp::new().await;
+    let sb = app.create(json!({})).await;
+    let id = sb["id"].as_str().unwrap().to_owned();
+    app.call(Method::POST, &format!("/api/sandbox/{id}/stop"), None).await;
+    let got = app.call(Method::POST, &format!("/api/sandbox/{id}/archive"), None).await;
+    assert_eq!(got.body["state"], "archived");
+    assert!(got.body.get("stateReason").is_none(), "a requested archive has no reason");
+    assert!(app.runtime.is_archived(&id));
+    let got = app.call(Method::POST, &format!("/api/sandbox/{id}/start"), None).await;
+    assert_eq!(got.body["state"], "started");
+    assert!(!app.runtime.is_archived(&id));
+
+    // A crash while `archiving` with a complete archive finishes the archive at recovery.
+    app.call(Method::POST, &format!("/api/sandbox/{id}/stop"), None).await;
+    let uuid: Uuid = id.parse().unwrap();
+    sandbar_runtime::SandboxRuntime::archive(&*app.runtime, &id)
+        .await
+        .unwrap();
+    app.state
+        .store()
+        .update_sandbox(
+            uuid,
+            sandbar_store::SandboxChange::State {
+                state: SandboxState::Archiving,
+                desired_state: sandbar_core::DesiredState::Archived,
+                error_reason: None,
+                reason: None,
+                launched: None,
+            },
+        )
+        .await
+        .unwrap();
+    let runtime = app.runtime.clone();
+    let app = app.restart(runtime).await;
+    let got = app.call(Method::GET, &format!("/api/sandbox/{id}"), None).await;
+    assert_eq!(got.body["state"], "archived");
+    assert_eq!(
+        got.body["stateReason"],
+        crate::lifecycle::reason::ARCHIVE_FINISHED_AFTER_RESTART
+    );
 }
