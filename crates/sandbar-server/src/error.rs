@@ -52,8 +52,12 @@ pub enum ApiError {
         #[source]
         source: hyper::Error,
     },
-    #[error("failed to remove volume directory")]
-    VolumeDir(#[source] std::io::Error),
+    #[error("a preview token, a signed preview URL or an API key of the sandbox's organization is required")]
+    PreviewUnauthorized,
+    #[error("port {port} of the sandbox is unreachable: {message}")]
+    PortUnreachable { port: u16, message: String },
+    #[error("volume storage failed")]
+    VolumeStorage(#[source] sandbar_runtime::VolumeError),
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
     #[error(transparent)]
@@ -114,7 +118,9 @@ impl ApiError {
             Self::AgentUnavailable { .. } | Self::Proxy { .. } => {
                 (StatusCode::BAD_GATEWAY, "BAD_GATEWAY")
             }
-            Self::VolumeDir(_) => INTERNAL,
+            Self::PreviewUnauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Self::PortUnreachable { .. } => (StatusCode::BAD_GATEWAY, "BAD_GATEWAY"),
+            Self::VolumeStorage(_) => INTERNAL,
             Self::Store(err) => store_status(err),
             Self::Sandbox(_) | Self::Volume(_) => BAD,
             Self::Lifecycle(err) => match err {
@@ -143,9 +149,11 @@ impl ApiError {
 
     fn source_name(&self) -> &'static str {
         match self {
-            Self::SandboxNotStarted { .. } | Self::AgentUnavailable { .. } | Self::Proxy { .. } => {
-                PROXY_ERROR_SOURCE
-            }
+            Self::SandboxNotStarted { .. }
+            | Self::AgentUnavailable { .. }
+            | Self::Proxy { .. }
+            | Self::PreviewUnauthorized
+            | Self::PortUnreachable { .. } => PROXY_ERROR_SOURCE,
             _ => ERROR_SOURCE,
         }
     }

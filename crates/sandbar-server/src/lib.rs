@@ -34,6 +34,7 @@ mod lifecycle;
 mod metrics;
 mod middleware;
 mod policy;
+mod preview;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -62,6 +63,10 @@ pub struct ServerConfig {
     /// API key to register for the default organization (from [`API_KEY_ENV`]). When `None`
     /// and the organization has no key yet, one is generated and printed once to stdout.
     pub api_key: Option<String>,
+    /// Domain of port preview URLs (`{port}-{sandboxId}.{domain}`), with a port when it is not
+    /// the scheme's default. Default: `localhost:<listen port>` (`*.localhost` resolves to
+    /// loopback without any DNS set-up). The scheme is the one of `public_url`.
+    pub preview_domain: Option<String>,
     /// Snapshot used when a create request names none; must exist in the runtime.
     pub default_snapshot: String,
     /// Other snapshots the runtime provides, registered at start so that create requests may
@@ -87,6 +92,7 @@ impl ServerConfig {
             listen,
             data_dir,
             public_url: None,
+            preview_domain: None,
             api_key: std::env::var(API_KEY_ENV)
                 .ok()
                 .filter(|key| !key.is_empty()),
@@ -123,8 +129,8 @@ struct Urls {
     /// `{public_url}/toolbox`, no trailing slash.
     toolbox: String,
     public: String,
-    /// Port preview URLs point at.
-    preview_port: u16,
+    /// Where preview URLs point.
+    preview: preview::PreviewDomain,
 }
 
 /// Shared state of every handler; cheap to clone.
@@ -137,6 +143,8 @@ struct StateInner {
     store: Store,
     lifecycle: Lifecycle,
     activity: Activity,
+    dav: Arc<sandbar_dav::DavService>,
+    previews: preview::SignedPreviews,
     urls: Urls,
     default_snapshot: String,
     shutdown: CancellationToken,
@@ -181,10 +189,21 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| default_public_url(local_addr));
         let public = public.trim_end_matches('/').to_owned();
+        let preview = preview::PreviewDomain {
+            scheme: public
+                .split_once("://")
+                .map_or("http", |(scheme, _)| scheme)
+                .to_owned(),
+            domain: config
+                .preview_domain
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| format!("localhost:{}", local_addr.port())),
+        };
         let urls = Urls {
             toolbox: format!("{public}/toolbox"),
             public,
-            preview_port: local_addr.port(),
+            preview,
         };
         let lifecycle = Lifecycle::new(
             store.clone(),
@@ -202,6 +221,10 @@ impl AppState {
                 activity: Activity::default(),
                 urls,
                 default_snapshot: config.default_snapshot.clone(),
+                dav: Arc::new(sandbar_dav::DavService::new(
+                    sandbar_runtime::volume::VOLUME_OWNER,
+                )),
+                previews: preview::SignedPreviews::default(),
                 shutdown: CancellationToken::new(),
             }),
         })
@@ -231,6 +254,14 @@ impl AppState {
 
     fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
+    fn preview_domain(&self) -> &preview::PreviewDomain {
+        &self.inner.urls.preview
+    }
+
+    fn previews(&self) -> &preview::SignedPreviews {
+        &self.inner.previews
+    }
+
     }
 
     /// Starts the background tasks: activity flushing and the lifecycle scheduler
@@ -272,7 +303,7 @@ fn default_public_url(addr: SocketAddr) -> String {
 /// The whole HTTP application: request ids and logs, error envelopes, slash normalization,
 /// then the routes.
 pub fn app(state: AppState) -> Router {
-    let routes = controllers::router(state.clone()).with_state(state);
+    let routes = controllers::router(state.clone()).with_state(state.clone());
     let service = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(middleware::trace_request))
         .layer(axum::middleware::from_fn(error::envelope))
@@ -294,6 +325,10 @@ pub async fn serve_with_shutdown(
     config: ServerConfig,
     runtime: Arc<dyn SandboxRuntime>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            preview::by_host,
+        ))
 ) -> Result<(), ServerError> {
     let listener = TcpListener::bind(config.listen)
         .await

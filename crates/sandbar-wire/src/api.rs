@@ -17,6 +17,7 @@ pub const LANGUAGE_LABEL: &str = "code-toolbox-language";
 
 /// The error envelope of every non-2xx API response (§8).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub status_code: u16,
@@ -31,6 +32,7 @@ pub struct ErrorBody {
 
 /// A volume mount as sent on create and returned in [`Sandbox::volumes`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxVolume {
     /// Volume id (or, in requests, a volume name).
@@ -42,6 +44,7 @@ pub struct SandboxVolume {
 
 /// `buildInfo` of a create request (image based sandboxes).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateBuildInfo {
     #[serde(default)]
@@ -52,6 +55,7 @@ pub struct CreateBuildInfo {
 
 /// Body of `POST /api/sandbox` (§3.1). Every key is optional.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateSandbox {
     #[serde(default)]
@@ -99,6 +103,7 @@ pub struct CreateSandbox {
 /// The `Sandbox` object (§2.1), also used for the items of `GET /api/sandbox` (§2.3): the
 /// extra keys a list item does not define are accepted by the clients.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Sandbox {
     pub id: String,
@@ -154,6 +159,12 @@ pub struct Sandbox {
 #[serde(rename_all = "camelCase")]
     /// Sandbar extension: why the last state change happened when no user asked for it
     /// (auto-stop, auto-archive, OOM kill, server restart, ...); absent after a requested one.
+}
+
+/// Body of `GET /api/sandbox` (§3.2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
     /// Sandbar extension: when the state last changed.
@@ -161,6 +172,7 @@ pub struct Sandbox {
     pub state_changed_at: Option<String>,
 pub struct SandboxList {
     pub items: Vec<Sandbox>,
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub next_cursor: Option<String>,
 }
 
@@ -168,6 +180,7 @@ pub struct SandboxList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SandboxLabels {
     #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -180,12 +193,14 @@ pub struct NetworkSettings {
     #[serde(default)]
     pub network_allow_list: Option<String>,
     #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub domain_allow_list: Option<String>,
 }
 
 /// Answer of `GET /api/sandbox/{id}/toolbox-proxy-url`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ToolboxProxyUrl {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub url: String,
 }
 
@@ -193,8 +208,20 @@ pub struct ToolboxProxyUrl {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PortPreviewUrl {
+/// Answer of `GET /api/sandbox/{id}/ports/{port}/signed-preview-url` (§3.4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SignedPortPreviewUrl {
+    pub sandbox_id: String,
+    pub port: i64,
+    pub token: String,
+    pub url: String,
+}
+
     pub sandbox_id: String,
     pub url: String,
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub token: String,
 }
 
@@ -205,6 +232,7 @@ pub struct CreateVolume {
     pub name: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// `VolumeDto` (§6).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -221,6 +249,7 @@ pub struct Volume {
     pub error_reason: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// `SnapshotDto` (§7). Note `mem`, not `memory`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -241,6 +270,7 @@ pub struct Snapshot {
     pub updated_at: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// Answer of `GET /api/snapshots`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -251,6 +281,7 @@ pub struct SnapshotList {
     pub total_pages: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// `oidc` of [`Config`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -260,6 +291,7 @@ pub struct OidcConfig {
     pub audience: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// Answer of `GET /api/config` (the fields Sandbar can fill).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

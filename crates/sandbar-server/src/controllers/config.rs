@@ -8,6 +8,14 @@ use sandbar_wire::api::{Config, OidcConfig};
 
 use crate::AppState;
 
+/// Server configuration the SDKs read (`analyticsApiUrl` is absent: no telemetry).
+#[utoipa::path(
+    get,
+    path = "/api/config",
+    operation_id = "getConfig",
+    tag = "config",
+    responses((status = 200, description = "Configuration", body = Config)),
+)]
 pub async fn get(State(state): State<AppState>) -> Json<Config> {
     let urls = state.urls();
     Json(Config {
@@ -19,10 +27,7 @@ pub async fn get(State(state): State<AppState>) -> Json<Config> {
         },
         linked_accounts_enabled: false,
         announcements: BTreeMap::new(),
-        proxy_template_url: format!(
-            "http://{{{{PORT}}}}-{{{{sandboxId}}}}.localhost:{}",
-            urls.preview_port
-        ),
+        proxy_template_url: urls.preview.url_template(),
         proxy_toolbox_url: urls.toolbox.clone(),
         default_snapshot: state.inner.default_snapshot.clone(),
         dashboard_url: urls.public.clone(),

@@ -10,9 +10,12 @@ use crate::AppState;
 mod config;
 mod metrics;
 mod observe;
+mod dav;
+mod openapi;
+mod preview;
 mod sandbox;
 mod snapshot;
-mod toolbox;
+pub(crate) mod toolbox;
 mod volume;
 
 /// Every route. Authentication applies to all of `/api` except `/api/config` and the
@@ -56,7 +59,15 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route(
             "/api/sandbox/{id}/ports/{port}/preview-url",
-            get(sandbox::preview_url),
+            get(preview::preview_url),
+        )
+        .route(
+            "/api/sandbox/{id}/ports/{port}/signed-preview-url",
+            get(preview::signed_preview_url),
+        )
+        .route(
+            "/api/sandbox/{id}/ports/{port}/signed-preview-url/{token}/expire",
+            post(preview::expire_signed_preview_url),
         )
         .route("/api/volumes", post(volume::create).get(volume::list))
         .route("/api/volumes/by-name/{name}", get(volume::get_by_name))
@@ -72,6 +83,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         ));
     Router::new()
         .route("/api/config", get(config::get))
+        .route("/metrics", get(metrics::scrape))
+        .route("/api/openapi.json", get(openapi::document))
         .route("/api/socket.io", any(socket_io))
         .route("/api/socket.io/{*rest}", any(socket_io))
         .merge(api)

@@ -173,6 +173,19 @@ async fn resolve_volumes(
 }
 
 /// `POST /api/sandbox` → 200 with the sandbox, answered once it is `started` (or `error`).
+#[utoipa::path(
+    post,
+    path = "/api/sandbox",
+    operation_id = "createSandbox",
+    tag = "sandbox",
+    request_body = api::CreateSandbox,
+    responses(
+        (status = 200, description = "The sandbox, started", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -331,6 +344,19 @@ fn filter_from_query(query: &QueryPairs) -> Result<SandboxFilter, ApiError> {
 }
 
 /// `GET /api/sandbox` → `{items, nextCursor}`.
+#[utoipa::path(
+    get,
+    path = "/api/sandbox",
+    operation_id = "listSandboxes",
+    tag = "sandbox",
+    params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query), ("labels" = Option<String>, Query, description = "JSON object; every pair must match"), ("states" = Option<Vec<String>>, Query), ("sort" = Option<String>, Query), ("order" = Option<String>, Query)),
+    responses(
+        (status = 200, description = "One page of sandboxes", body = api::SandboxList),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -344,6 +370,19 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sandbox/{id}",
+    operation_id = "getSandbox",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "The sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -358,6 +397,19 @@ pub async fn delete(
     State(state): State<AppState>,
     org: AuthOrg,
     PathParams(id): PathParams<String>,
+#[utoipa::path(
+    delete,
+    path = "/api/sandbox/{id}",
+    operation_id = "deleteSandbox",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "The destroyed sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 ) -> Result<Json<api::Sandbox>, ApiError> {
     let sandbox = find(&state, org, &id).await?;
     let gone = state.lifecycle().destroy(sandbox.id).await?;
@@ -368,6 +420,19 @@ pub async fn start(
     State(state): State<AppState>,
     org: AuthOrg,
     PathParams(id): PathParams<String>,
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/start",
+    operation_id = "startSandbox",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "The started sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 ) -> Result<Json<api::Sandbox>, ApiError> {
     let sandbox = find(&state, org, &id).await?;
     let sandbox = state.lifecycle().start(sandbox.id).await?;
@@ -379,6 +444,19 @@ pub async fn recover(
     state: State<AppState>,
     org: AuthOrg,
     id: PathParams<String>,
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/recover",
+    operation_id = "recoverSandbox",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "The started sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 ) -> Result<Json<api::Sandbox>, ApiError> {
     start(state, org, id).await
 }
@@ -388,6 +466,19 @@ pub async fn stop(
     State(state): State<AppState>,
     org: AuthOrg,
     PathParams(id): PathParams<String>,
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/stop",
+    operation_id = "stopSandbox",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name"), ("force" = Option<bool>, Query)),
+    responses(
+        (status = 200, description = "The stopped sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
     query: QueryPairs,
 ) -> Result<Json<api::Sandbox>, ApiError> {
     let force = query.bool("force")?.unwrap_or(false);
@@ -400,6 +491,19 @@ pub async fn stop(
     Ok(Json(to_wire(&state, &sandbox)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/archive",
+    operation_id = "archiveSandbox",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "The archived sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn archive(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -428,6 +532,20 @@ async fn change(
 }
 
 /// `PUT /api/sandbox/{id}/labels` → 200 `{labels}`; replaces every label.
+#[utoipa::path(
+    put,
+    path = "/api/sandbox/{id}/labels",
+    operation_id = "replaceLabels",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = api::SandboxLabels,
+    responses(
+        (status = 200, description = "The new labels", body = api::SandboxLabels),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_labels(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -447,6 +565,19 @@ fn minutes(text: &str) -> Result<i64, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/autostop/{minutes}",
+    operation_id = "setAutostopInterval",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name"), ("minutes" = i64, Path)),
+    responses(
+        (status = 200, description = "The sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_auto_stop(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -463,6 +594,19 @@ pub async fn set_auto_stop(
     Ok(Json(to_wire(&state, &sandbox)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/autoarchive/{minutes}",
+    operation_id = "setAutoArchiveInterval",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name"), ("minutes" = i64, Path)),
+    responses(
+        (status = 200, description = "The sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_auto_archive(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -479,6 +623,19 @@ pub async fn set_auto_archive(
     Ok(Json(to_wire(&state, &sandbox)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/autodelete/{minutes}",
+    operation_id = "setAutoDeleteInterval",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name"), ("minutes" = i64, Path, description = "-1 disables")),
+    responses(
+        (status = 200, description = "The sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_auto_delete(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -489,6 +646,19 @@ pub async fn set_auto_delete(
     Ok(Json(to_wire(&state, &sandbox)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/public/{public}",
+    operation_id = "updatePublicStatus",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name"), ("public" = bool, Path)),
+    responses(
+        (status = 200, description = "The sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_public(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -509,6 +679,20 @@ pub async fn set_public(
 }
 
 /// `POST /api/sandbox/{id}/network-settings`. Takes effect at the next start.
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/network-settings",
+    operation_id = "updateNetworkSettings",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = api::NetworkSettings,
+    responses(
+        (status = 200, description = "The sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_network(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -536,6 +720,19 @@ pub async fn set_network(
 }
 
 /// `POST /api/sandbox/{id}/last-activity` → 201, no body.
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/last-activity",
+    operation_id = "updateLastActivity",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 201, description = "Recorded"),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn touch(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -551,6 +748,19 @@ pub async fn touch(
     Ok(StatusCode::CREATED)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sandbox/{id}/toolbox-proxy-url",
+    operation_id = "getToolboxProxyUrl",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "Base URL of toolbox calls", body = api::ToolboxProxyUrl),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn toolbox_proxy_url(
     State(state): State<AppState>,
     org: AuthOrg,
@@ -559,31 +769,5 @@ pub async fn toolbox_proxy_url(
     find(&state, org, &id).await?;
     Ok(Json(api::ToolboxProxyUrl {
         url: state.urls().toolbox.clone(),
-    }))
-}
-
-/// `GET /api/sandbox/{id}/ports/{port}/preview-url` → `{sandboxId, url, token}`.
-pub async fn preview_url(
-    State(state): State<AppState>,
-    org: AuthOrg,
-    PathParams((id, port)): PathParams<(String, String)>,
-) -> Result<Json<api::PortPreviewUrl>, ApiError> {
-    let port: u16 =
-        port.parse()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| ApiError::InvalidParameter {
-                name: "port",
-                message: format!("{port:?} is not a port"),
-            })?;
-    let sandbox = find(&state, org, &id).await?;
-    Ok(Json(api::PortPreviewUrl {
-        sandbox_id: sandbox.id.to_string(),
-        url: format!(
-            "http://{port}-{}.localhost:{}",
-            sandbox.id,
-            state.urls().preview_port
-        ),
-        token: sandbox.preview_token,
     }))
 }

@@ -30,6 +30,19 @@ fn to_wire(snapshot: &Snapshot) -> api::Snapshot {
 }
 
 /// `GET /api/snapshots?page=&limit=` → `{items, total, page, totalPages}`.
+#[utoipa::path(
+    get,
+    path = "/api/snapshots",
+    operation_id = "getAllSnapshots",
+    tag = "snapshots",
+    params(("page" = Option<i64>, Query), ("limit" = Option<i64>, Query)),
+    responses(
+        (status = 200, description = "One page of snapshots", body = api::SnapshotList),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     _org: AuthOrg,
@@ -53,6 +66,19 @@ pub async fn list(
 }
 
 /// `GET /api/snapshots/{idOrName}`.
+#[utoipa::path(
+    get,
+    path = "/api/snapshots/{id}",
+    operation_id = "getSnapshot",
+    tag = "snapshots",
+    params(("id" = String, Path, description = "Snapshot id or name")),
+    responses(
+        (status = 200, description = "The snapshot", body = api::Snapshot),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     _org: AuthOrg,

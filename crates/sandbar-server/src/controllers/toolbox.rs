@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use sandbar_core::SandboxState;
 use tokio::net::UnixStream;
 use tracing::debug;
+use uuid::Uuid;
 
 use super::sandbox::find;
 use crate::auth::AuthOrg;
@@ -36,7 +37,7 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Copies `from` minus hop-by-hop headers (and those named by `Connection`). For an upgrade,
 /// `Connection: upgrade` and `Upgrade` are kept.
-fn end_to_end_headers(from: &HeaderMap, upgrade: bool, drop_auth: bool) -> HeaderMap {
+pub(crate) fn end_to_end_headers(from: &HeaderMap, upgrade: bool, drop_auth: bool) -> HeaderMap {
     let named_by_connection: Vec<String> = from
         .get_all(header::CONNECTION)
         .iter()
@@ -64,7 +65,7 @@ fn end_to_end_headers(from: &HeaderMap, upgrade: bool, drop_auth: bool) -> Heade
     to
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -89,17 +90,46 @@ fn agent_path(uri: &axum::http::Uri) -> String {
     }
 }
 
+/// Prefix of the agent's internal paths (the preview tunnel): never reachable through this
+/// proxy.
+const INTERNAL_PREFIX: &str = "/sandbar/";
+
+/// True when `path` (as the agent would route it, or after decoding) names an internal agent
+/// endpoint.
+fn is_internal(path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut normalized = String::with_capacity(decoded.len());
+    for segment in decoded.split('/') {
+        if segment.is_empty() || segment == "." {
+            continue;
+        }
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    normalized.push('/');
+    normalized
+        .to_ascii_lowercase()
+        .starts_with(INTERNAL_PREFIX)
+}
+
 pub async fn proxy(
     State(state): State<AppState>,
     org: AuthOrg,
     PathParams(params): PathParams<Vec<(String, String)>>,
-    mut request: Request,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let id_or_name = params
         .into_iter()
         .find(|(k, _)| k == "id")
         .map(|(_, v)| v)
         .unwrap_or_default();
+    let path = agent_path(request.uri());
+    if is_internal(path.split('?').next().unwrap_or_default()) {
+        return Err(ApiError::RouteNotFound {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+        });
+    }
     let sandbox = find(&state, org, &id_or_name).await?;
     if sandbox.state != SandboxState::Started {
         return Err(ApiError::SandboxNotStarted {
@@ -116,7 +146,37 @@ pub async fn proxy(
                 id: id.clone(),
                 source,
             })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    // Busy while in flight, timed, OOM kills of process/execute reported (see `observe`).
+    let observed = super::observe::Observed::start(&state, sandbox.id, request.method(), &path);
+    let response = forward(&state, sandbox.id, stream, request, path, |headers| {
+        headers.remove(header::AUTHORIZATION);
+        headers.insert(header::HOST, HeaderValue::from_static("sandbox"));
+        if let Ok(forwarded) = HeaderValue::from_str(&id) {
+            headers.insert(HeaderName::from_static("x-sandbar-sandbox-id"), forwarded);
+        }
+    })
+    .await?;
+    Ok(observed.finish(response).await)
+}
+
+/// Sends `request` as HTTP/1.1 over `io` (a connection to the agent, or a tunnel to a port of
+/// the sandbox) with `path_and_query`, and streams the answer back. Hop-by-hop headers,
+/// and `x-sandbar-*` headers are dropped; `prepare` adds or replaces headers.
+/// A `101 Switching Protocols` answer splices both upgraded connections; the request and any
+/// open upgraded connection count as activity of `sandbox_id`.
+pub(crate) async fn forward<T>(
+    state: &AppState,
+    sandbox_id: Uuid,
+    io: T,
+    mut request: Request,
+    path_and_query: String,
+    prepare: impl FnOnce(&mut HeaderMap),
+) -> Result<Response, ApiError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let id = sandbox_id.to_string();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|source| ApiError::Proxy {
             id: id.clone(),
@@ -138,22 +198,24 @@ pub async fn proxy(
     let (parts, body) = request.into_parts();
     let mut outgoing = axum::http::Request::builder()
         .method(parts.method)
-        .uri(agent_path(&parts.uri))
+        .uri(path_and_query)
         .version(Version::HTTP_11)
         .body(body)
         .map_err(|err| ApiError::InvalidParameter {
             name: "path",
             message: err.to_string(),
         })?;
-    *outgoing.headers_mut() = end_to_end_headers(&parts.headers, upgrade, true);
-    outgoing
-        .headers_mut()
-        .insert(header::HOST, HeaderValue::from_static("sandbox"));
-    if let Ok(forwarded) = HeaderValue::from_str(&sandbox.id.to_string()) {
-        outgoing
-            .headers_mut()
-            .insert(HeaderName::from_static("x-sandbar-sandbox-id"), forwarded);
+    let mut headers = end_to_end_headers(&parts.headers, upgrade, false);
+    let internal: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-sandbar-"))
+        .cloned()
+        .collect();
+    for name in internal {
+        headers.remove(name);
     }
+    prepare(&mut headers);
+    *outgoing.headers_mut() = headers;
 
     let mut response = sender
         .send_request(outgoing)
@@ -162,7 +224,7 @@ pub async fn proxy(
             id: id.clone(),
             source,
         })?;
-    state.activity().touch(sandbox.id);
+    state.activity().touch(sandbox_id);
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let agent_upgrade = hyper::upgrade::on(&mut response);
@@ -173,11 +235,15 @@ pub async fn proxy(
                 message: "the agent switched protocols on a request that did not ask to".to_owned(),
             });
         };
-        let sandbox_id = sandbox.id;
+        let state = state.clone();
         tokio::spawn(async move {
             let (client, agent) = tokio::join!(client_upgrade, agent_upgrade);
             match (client, agent) {
                 (Ok(client), Ok(agent)) => {
+                    // An open PTY or stream keeps the sandbox busy (auto-stop).
+                    let _hold = state
+                        .activity()
+                        .hold(sandbox_id, crate::activity::HoldKind::Connection);
                     let (mut client, mut agent) = (TokioIo::new(client), TokioIo::new(agent));
                     let splice = tokio::io::copy_bidirectional(&mut client, &mut agent);
                     tokio::pin!(splice);
@@ -222,6 +288,24 @@ mod tests {
         assert_eq!(agent_path(&uri), "/files/info?path=%2Ftmp%2Fa+b");
         let uri: axum::http::Uri = "/toolbox/abc".parse().unwrap();
         assert_eq!(agent_path(&uri), "/");
+    }
+
+    #[test]
+    fn internal_agent_paths_are_recognized_however_spelled() {
+        for path in [
+            "/sandbar/tunnel/8080",
+            "//sandbar/tunnel/8080",
+            "/./sandbar/tunnel/1",
+            "/%73andbar/tunnel/1",
+            "/sandbar%2Ftunnel/1",
+            "/SANDBAR/tunnel/1",
+            "/sandbar",
+        ] {
+            assert!(is_internal(path), "{path}");
+        }
+        for path in ["/files", "/process/execute", "/sandbarx/tunnel", "/"] {
+            assert!(!is_internal(path), "{path}");
+        }
     }
 
     #[test]
