@@ -13,6 +13,9 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub mod native;
+pub mod volume;
+
+pub use volume::{VolumeError, VolumeStorage};
 
 /// Everything a backend needs to run one sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,7 +61,12 @@ impl Default for Resources {
 /// A host directory mounted into the sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Mount {
+    /// A volume's root directory ([`VolumeStorage::root`]).
     pub host_path: PathBuf,
+    /// Directory inside `host_path` to mount instead of its root, resolved inside it (symlinks
+    /// never lead out) and created, owned by the sandbox's default user, when missing.
+    #[serde(default)]
+    pub subpath: Option<String>,
     /// Absolute path inside the sandbox.
     pub target: String,
     pub read_only: bool,
@@ -111,6 +119,8 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("volume storage failed")]
+    Volume(#[source] VolumeError),
     #[error("failed to build snapshot {name}")]
     Snapshot {
         name: String,
@@ -181,6 +191,12 @@ pub struct Usage {
 
     /// Ids of sandboxes that have state on the host (directories or cgroups), for orphan cleanup.
     fn list_host_sandboxes(&self) -> Vec<String>;
+
+    /// How this backend stores volumes; `None`: the server keeps plain directories
+    /// ([`volume::DirVolumes`]).
+    fn volume_storage(&self) -> Option<std::sync::Arc<dyn VolumeStorage>> {
+        None
+    }
 }
 
     /// How this backend stores volumes; `None`: the server keeps plain directories

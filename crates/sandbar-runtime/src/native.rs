@@ -16,6 +16,7 @@ pub mod archive;
 mod pidfd;
 pub mod reaper;
 pub mod snapshot;
+pub mod volume;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ use self::cgroup::Cgroups;
 use self::pidfd::PidFd;
 use self::reaper::Reaper;
 use self::snapshot::SnapshotStore;
+use self::volume::LoopVolumes;
 use crate::{ExitInfo, Launched, RuntimeError, SandboxRuntime, SandboxSpec, Usage};
 
 /// First host uid of the first sandbox's range; ranges are 65536 ids wide.
@@ -53,6 +55,8 @@ pub struct NativeConfig {
     pub slirp4netns: Option<PathBuf>,
     /// How long `stop` waits after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
+    /// Size limit of a volume whose create request names none.
+    pub volume_size: u64,
 }
 
 impl NativeConfig {
@@ -66,6 +70,7 @@ impl NativeConfig {
             exe,
             slirp4netns,
             stop_grace: Duration::from_secs(5),
+            volume_size: volume::DEFAULT_VOLUME_SIZE,
         }
     }
 }
@@ -77,6 +82,7 @@ pub struct NativeRuntime {
     cgroups: Cgroups,
     snapshots: SnapshotStore,
     reaper: Arc<Reaper>,
+    volumes: Arc<LoopVolumes>,
     /// Serialises uid range allocation.
     slots: tokio::sync::Mutex<()>,
 }
@@ -107,6 +113,12 @@ impl NativeRuntime {
         snapshots.ensure_default()?;
         let cgroups = Cgroups::detect()?;
         let reaper = Reaper::start().map_err(RuntimeError::SpawnJail)?;
+        let volumes = LoopVolumes::new(
+            config.data_dir.join("volumes"),
+            config.volume_size,
+            reaper.clone(),
+        )
+        .map_err(RuntimeError::Volume)?;
         if config.slirp4netns.is_none() {
             tracing::warn!("slirp4netns not found: sandboxes get loopback only");
         }
@@ -117,6 +129,7 @@ impl NativeRuntime {
             cgroups,
             snapshots,
             reaper,
+            volumes: Arc::new(volumes),
             slots: tokio::sync::Mutex::new(()),
         })
     }
@@ -210,6 +223,12 @@ impl NativeRuntime {
             std::fs::write(&path, content).map_err(dir_err(&path))?;
             std::os::unix::fs::chown(&path, Some(base), Some(base)).map_err(dir_err(&path))?;
         }
+        for mount in &spec.mounts {
+            if let Some(subpath) = &mount.subpath {
+                crate::volume::create_subpath(&mount.host_path, subpath)
+                    .map_err(RuntimeError::Volume)?;
+            }
+        }
         Ok(base)
     }
 
@@ -236,7 +255,7 @@ impl NativeRuntime {
             .collect();
         binds.extend(spec.mounts.iter().map(|m| BindMount {
             source: m.host_path.clone(),
-            source_subpath: None,
+            source_subpath: m.subpath.clone(),
             target: m.target.clone(),
             read_only: m.read_only,
             idmap: true,
@@ -526,6 +545,10 @@ impl SandboxRuntime for NativeRuntime {
             .collect();
         ids.sort();
         ids
+    }
+
+    fn volume_storage(&self) -> Option<Arc<dyn crate::VolumeStorage>> {
+        Some(self.volumes.clone())
     }
 }
 

@@ -137,12 +137,13 @@ impl ApiError {
                     | RuntimeError::Setup(_)
                     | RuntimeError::Signal { .. }
                     | RuntimeError::Remove { .. }
+                    | RuntimeError::Volume(_)
                     | RuntimeError::Snapshot { .. }
                     | RuntimeError::Archive { .. }
                     | RuntimeError::Unsupported(_)
                     | RuntimeError::Task { .. } => INTERNAL,
                 },
-                LifecycleError::VolumeDir { .. } | LifecycleError::Task(_) => INTERNAL,
+                LifecycleError::Task(_) => INTERNAL,
             },
         }
     }

@@ -214,6 +214,7 @@ impl AppState {
             },
         );
         lifecycle.recover().await.map_err(ServerError::Recover)?;
+        mount_volumes(&store, &lifecycle).await?;
         Ok(Self {
             inner: Arc::new(StateInner {
                 store,
@@ -241,6 +242,10 @@ impl AppState {
 
     fn activity(&self) -> &Activity {
         &self.inner.activity
+    fn dav(&self) -> &sandbar_dav::DavService {
+        &self.inner.dav
+    }
+
     }
 
     fn urls(&self) -> &Urls {
@@ -288,7 +293,20 @@ impl AppState {
         self.inner.shutdown.cancel();
         self.inner.lifecycle.shutdown();
         self.inner.activity.flush(&self.inner.store).await;
+        self.inner.lifecycle.volumes().release_all().await;
     }
+}
+
+/// Makes every volume's files available (mounts them) before sandboxes are recovered. A
+/// volume that cannot be mounted is logged and stays unavailable; the server still starts.
+async fn mount_volumes(store: &Store, lifecycle: &Lifecycle) -> Result<(), ServerError> {
+    for volume in store.list_all_volumes().await? {
+        let id = volume.id.to_string();
+        if let Err(err) = lifecycle.volumes().ensure_mounted(&id).await {
+            warn!(volume = %id, error = %lifecycle::error_chain(&err), "failed to mount volume");
+        }
+    }
+    Ok(())
 }
 
 fn default_public_url(addr: SocketAddr) -> String {

@@ -120,6 +120,15 @@ impl Store {
         rows.iter().map(volume_from_row).collect()
     }
 
+    /// Every volume of every organization (for mounting them all at start).
+    pub async fn list_all_volumes(&self) -> Result<Vec<Volume>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM volumes ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("list all volumes"))?;
+        rows.iter().map(volume_from_row).collect()
+    }
+
     /// Records that a sandbox started with the volume.
     pub async fn touch_volume(&self, id: Uuid) -> Result<(), StoreError> {
         sqlx::query("UPDATE volumes SET last_used_at = ? WHERE id = ?")

@@ -87,6 +87,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/openapi.json", get(openapi::document))
         .route("/api/socket.io", any(socket_io))
         .route("/api/socket.io/{*rest}", any(socket_io))
+        // WebDAV authenticates on its own (Basic as well as Bearer, WWW-Authenticate on 401).
+        .route("/dav/{volume}", any(dav::serve))
+        .route("/dav/{volume}/", any(dav::serve))
+        .route("/dav/{volume}/{*path}", any(dav::serve))
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,5 +1,6 @@
-//! `/api/volumes...` (`shared/daytona-api.md` §6). A volume is a directory on the host,
-//! `<data_dir>/volumes/<id>`, created in state `ready`.
+//! `/api/volumes...` (`shared/daytona-api.md` §6). A volume's files live in the runtime's
+//! volume storage (an ext4 image per volume with the native runtime, see `docs/volumes.md`);
+//! it is created in state `ready`.
 
 use axum::extract::State;
 use axum::Json;
@@ -28,24 +29,38 @@ fn to_wire(volume: &Volume) -> api::Volume {
     }
 }
 
-/// `POST /api/volumes` → 200, state `ready`.
+/// Largest size a create request may ask for, in GiB.
+const MAX_SIZE_GIB: u32 = 16 * 1024;
+
+/// `POST /api/volumes` → 200, state `ready`. `size` (GiB, optional) sets the volume's limit.
 pub async fn create(
     State(state): State<AppState>,
     org: AuthOrg,
     JsonBody(body): JsonBody<api::CreateVolume>,
 ) -> Result<Json<api::Volume>, ApiError> {
     let name = body.name.unwrap_or_default();
+    let size = match body.size {
+        None => None,
+        Some(gib @ 1..=MAX_SIZE_GIB) => Some(u64::from(gib) << 30),
+        Some(gib) => {
+            return Err(ApiError::InvalidParameter {
+                name: "size",
+                message: format!("size must be between 1 and {MAX_SIZE_GIB} GiB, not {gib}"),
+            })
+        }
+    };
     Volume::validate_name(&name)?;
     let volume = state
         .store()
         .create_volume(org.0, &name, VolumeState::Ready)
         .await?;
-    let dir = state.lifecycle().volume_dir(volume.id);
-    if let Err(source) = tokio::fs::create_dir_all(&dir).await {
+    let storage = state.lifecycle().volumes();
+    if let Err(source) = storage.create(&volume.id.to_string(), size).await {
+        warn!(volume = %volume.id, error = %error_chain(&source), "failed to create volume storage");
         if let Err(err) = state.store().delete_volume(org.0, volume.id).await {
             warn!(volume = %volume.id, error = %error_chain(&err), "failed to roll back volume");
         }
-        return Err(ApiError::VolumeDir(source));
+        return Err(ApiError::VolumeStorage(source));
     }
     Ok(Json(to_wire(&volume)))
 }
@@ -101,15 +116,15 @@ pub async fn delete(
         return Err(ApiError::VolumeInUse(volume.name));
     }
     state.store().delete_volume(org.0, volume.id).await?;
-    remove_dir(&state, volume.id).await?;
+    let id = volume.id.to_string();
+    state.dav().forget(&id);
+    state
+        .lifecycle()
+        .volumes()
+        .delete(&id)
+        .await
+        .map_err(ApiError::VolumeStorage)?;
     volume.state = VolumeState::Deleted;
     volume.updated_at = sandbar_core::time::now();
     Ok(Json(to_wire(&volume)))
-}
-
-async fn remove_dir(state: &AppState, id: Uuid) -> Result<(), ApiError> {
-    match tokio::fs::remove_dir_all(state.lifecycle().volume_dir(id)).await {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(ApiError::VolumeDir(err)),
-        _ => Ok(()),
-    }
 }

@@ -153,8 +153,9 @@ async fn create_with_everything_round_trips() {
     assert_eq!(spec.mounts[0].target, "/workspace");
     assert!(spec.mounts[0]
         .host_path
-        .ends_with(format!("{}/a/b", vol.body["id"].as_str().unwrap())));
+        .ends_with(format!("{}/mnt", vol.body["id"].as_str().unwrap())));
     assert!(spec.mounts[0].host_path.is_dir());
+    assert_eq!(spec.mounts[0].subpath.as_deref(), Some("a/b"));
 
     // Percent-encoded name, decoded after routing.
     let got = app
