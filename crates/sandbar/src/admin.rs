@@ -25,6 +25,17 @@ pub struct ServeArgs {
     /// to loopback without DNS set-up). Point a wildcard DNS record at the server to use another.
     #[arg(long, env = "SANDBAR_PREVIEW_DOMAIN")]
     pub preview_domain: Option<String>,
+    /// On SIGTERM/SIGINT, stop every started sandbox (default: leave them running; the next
+    /// server re-adopts them).
+    #[arg(long, env = "SANDBAR_STOP_SANDBOXES_ON_EXIT")]
+    pub stop_sandboxes_on_exit: bool,
+    /// Serve /metrics without authentication (default: an API key of the default
+    /// organization is required).
+    #[arg(long, env = "SANDBAR_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+    /// Log format on stderr: `text` or `json` (one object per line, with request ids).
+    #[arg(long, env = "SANDBAR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -83,7 +94,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "sandbar serve must run as root: sandboxes use namespaces, cgroups and mounts"
         );
     }
-    init_logging();
+    init_logging(&args.log_format);
     let exe = std::env::current_exe().context("locate the sandbar executable")?;
     let data_dir = std::path::absolute(&args.data_dir).context("resolve the data directory")?;
     runtime()?.block_on(async move {
@@ -91,6 +102,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         native_config.volume_size = args.volume_size_gib << 30;
         let native = NativeRuntime::new(native_config)
             .context("prepare the native runtime")?;
+        config.stop_sandboxes_on_exit = args.stop_sandboxes_on_exit;
+        config.metrics_public = args.metrics_public;
         let mut config = sandbar_server::ServerConfig::new(args.listen, data_dir);
         config.preview_domain = args.preview_domain.clone();
         config.snapshots = native
@@ -118,13 +131,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-fn init_logging() {
+fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SANDBAR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::env::var("SANDBAR_LOG_FORMAT").as_deref() == Ok("json") {
+    if format == "json" {
         builder.json().init();
     } else {
         builder.init();

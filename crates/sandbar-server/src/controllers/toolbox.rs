@@ -107,9 +107,7 @@ fn is_internal(path: &str) -> bool {
         normalized.push_str(segment);
     }
     normalized.push('/');
-    normalized
-        .to_ascii_lowercase()
-        .starts_with(INTERNAL_PREFIX)
+    normalized.to_ascii_lowercase().starts_with(INTERNAL_PREFIX)
 }
 
 pub async fn proxy(
