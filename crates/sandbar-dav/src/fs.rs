@@ -455,7 +455,8 @@ impl DavDirEntry for Entry {
         let meta = match &self.meta {
             Ok(meta) => Ok(Box::new(Meta(meta.clone())) as Box<dyn DavMetaData>),
             Err(e) => Err(fs_error(io::Error::from_raw_os_error(
-                e.raw_os_error().unwrap_or(rustix::io::Errno::IO.raw_os_error()),
+                e.raw_os_error()
+                    .unwrap_or(rustix::io::Errno::IO.raw_os_error()),
             ))),
         };
         Box::pin(std::future::ready(meta))
@@ -525,12 +526,7 @@ impl DavFile for VolumeFile {
 
     fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
         let file = self.file.clone();
-        async move {
-            blocking(move || (&*file).seek(pos))
-                .await
-                .map_err(fs_error)
-        }
-        .boxed()
+        async move { blocking(move || (&*file).seek(pos)).await.map_err(fs_error) }.boxed()
     }
 
     fn flush(&mut self) -> FsFuture<'_, ()> {

@@ -83,7 +83,10 @@ impl DavService {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         if has_dot_segment(request.uri().path()) {
-            return plain(StatusCode::BAD_REQUEST, "dot segments are not allowed in paths\n");
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "dot segments are not allowed in paths\n",
+            );
         }
         let fs = match VolumeFs::open(root, self.owner) {
             Ok(fs) => fs,

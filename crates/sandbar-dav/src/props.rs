@@ -111,10 +111,7 @@ pub fn patch(path: &Path, patch: Vec<(bool, DavProp)>) -> io::Result<Vec<(Status
 
 /// Every dead property (values included when `with_values`).
 pub fn list(path: &Path, with_values: bool) -> io::Result<Vec<DavProp>> {
-    Ok(load(path)?
-        .iter()
-        .map(|p| p.to_prop(with_values))
-        .collect())
+    Ok(load(path)?.iter().map(|p| p.to_prop(with_values)).collect())
 }
 
 /// The XML of one property, if set.
@@ -135,12 +132,10 @@ pub fn copy(source: &File, dest: &File) -> io::Result<()> {
             &buf[..n],
             XattrFlags::empty(),
         )?),
-        Err(rustix::io::Errno::NODATA) => {
-            match rustix::fs::fremovexattr(dest, XATTR) {
-                Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
-                Err(e) => Err(e.into()),
-            }
-        }
+        Err(rustix::io::Errno::NODATA) => match rustix::fs::fremovexattr(dest, XATTR) {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
         Err(e) => Err(e.into()),
     }
 }

@@ -30,7 +30,9 @@ async fn call_with(
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let request = builder.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+    let request = builder
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
     let response = dav.serve("vol", root, "/dav/vol", request).await;
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -94,7 +96,15 @@ async fn dead_properties_survive_move() {
     .await;
     assert!(r.status.is_success(), "{}", r.status);
     let find = r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:z"><D:prop><Z:color/></D:prop></D:propfind>"#;
-    let r = call_with(&dav, root, "PROPFIND", "/dav/vol/q", find, &[("Depth", "0")]).await;
+    let r = call_with(
+        &dav,
+        root,
+        "PROPFIND",
+        "/dav/vol/q",
+        find,
+        &[("Depth", "0")],
+    )
+    .await;
     assert!(r.body.contains("blue"), "{}", r.body);
 }
 
@@ -120,7 +130,10 @@ async fn paths_never_leave_the_volume() {
     ] {
         let r = call(&dav, &root, "GET", uri, "").await;
         assert!(!r.status.is_success(), "{uri}: {}", r.status);
-        assert!(!r.body.contains("host secret") && !r.body.contains("root:"), "{uri}");
+        assert!(
+            !r.body.contains("host secret") && !r.body.contains("root:"),
+            "{uri}"
+        );
     }
     // Writing through a link lands inside the volume.
     let r = call(&dav, &root, "PUT", "/dav/vol/slash/tmp-x", "inside").await;

@@ -186,7 +186,8 @@ pub fn create_subpath(root: &Path, subpath: &str) -> Result<(), VolumeError> {
     .map_err(|e| err(e.into()))?;
     let mut done = PathBuf::new();
     for part in subpath.split('/').filter(|p| !p.is_empty()) {
-        let parent = open_in_root(&root_fd, &done, OFlags::PATH | OFlags::DIRECTORY).map_err(err)?;
+        let parent =
+            open_in_root(&root_fd, &done, OFlags::PATH | OFlags::DIRECTORY).map_err(err)?;
         done.push(part);
         match open_in_root(&root_fd, &done, OFlags::PATH | OFlags::DIRECTORY) {
             Ok(_) => continue,

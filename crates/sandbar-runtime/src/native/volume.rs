@@ -133,7 +133,9 @@ impl LoopVolumes {
         let mnt = path_str(&mnt);
         // A loop device still attached to the image (a sandbox kept the file system alive
         // across a server restart) must be reused.
-        let attached = self.run("losetup", &["-n", "-O", "NAME", "-j", &image]).await?;
+        let attached = self
+            .run("losetup", &["-n", "-O", "NAME", "-j", &image])
+            .await?;
         if let Some(device) = attached.lines().map(str::trim).find(|l| !l.is_empty()) {
             if self
                 .run("mount", &["-t", "ext4", "-o", MOUNT_OPTIONS, device, &mnt])

@@ -81,7 +81,10 @@ fn volume_segment(path: &str) -> Option<String> {
 fn plain(status: StatusCode, text: &'static str) -> Response {
     (
         status,
-        [(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
         text,
     )
         .into_response()
@@ -120,7 +123,10 @@ mod tests {
             api_key(&with_auth(&basic("anyone:sb_2"))).as_deref(),
             Some("sb_2")
         );
-        assert_eq!(api_key(&with_auth(&basic("sb_3:"))).as_deref(), Some("sb_3"));
+        assert_eq!(
+            api_key(&with_auth(&basic("sb_3:"))).as_deref(),
+            Some("sb_3")
+        );
         assert_eq!(api_key(&with_auth(&basic(":"))), None);
         assert_eq!(api_key(&with_auth("Digest x")), None);
     }
