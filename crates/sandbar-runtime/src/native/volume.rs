@@ -228,3 +228,54 @@ fn is_mount_point(path: &Path) -> Result<bool, VolumeError> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     Ok(inspect(path)?.dev() != inspect(parent)?.dev())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usable() -> bool {
+        rustix::process::geteuid().is_root()
+            && Path::new("/sbin/mkfs.ext4").exists()
+            && Path::new("/dev/loop-control").exists()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn create_mount_remount_delete() {
+        if !usable() {
+            eprintln!("skipped: needs root, mkfs.ext4 and loop devices");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = LoopVolumes::new(
+            dir.path().join("volumes"),
+            DEFAULT_VOLUME_SIZE,
+            Reaper::start().unwrap(),
+        )
+        .unwrap();
+        let id = "0b3c1a52-8a43-4a6e-9a8e-0f1f2a3b4c5d";
+        volumes.create(id, Some(16 << 20)).await.unwrap();
+        let root = volumes.root(id);
+        let image = dir.path().join("volumes").join(id).join(IMAGE);
+        assert_eq!(std::fs::metadata(&image).unwrap().len(), 16 << 20);
+        let meta = std::fs::metadata(&root).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (VOLUME_OWNER, VOLUME_OWNER));
+        assert!(is_mount_point(&root).unwrap());
+        std::fs::write(root.join("kept"), "data").unwrap();
+
+        // Idempotent, then a real remount keeps the data.
+        volumes.ensure_mounted(id).await.unwrap();
+        volumes.release_all().await;
+        assert!(!is_mount_point(&root).unwrap());
+        volumes.ensure_mounted(id).await.unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("kept")).unwrap(), "data");
+
+        // A full volume is ENOSPC for the writer only.
+        let big = vec![0u8; 32 << 20];
+        let err = std::fs::write(root.join("big"), &big).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+
+        volumes.delete(id).await.unwrap();
+        assert!(!dir.path().join("volumes").join(id).exists());
+        volumes.delete(id).await.unwrap();
+    }
+}
