@@ -57,6 +57,24 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Python virtualenv.
 # ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# TypeScript SDK for the conformance suite (tests/e2e/ts, pinned by its package-lock.json).
+# Skipped without node/npm: the TypeScript test then skips itself.
+# ---------------------------------------------------------------------------------------------
+install_ts_sdk() {
+    local dir="$REPO/tests/e2e/ts"
+    if ! command -v npm >/dev/null 2>&1; then
+        log "npm not found: skipping the TypeScript SDK (tests/e2e/ts)"
+    elif [ -d "$dir/node_modules/@daytonaio/sdk" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+        log "TypeScript SDK: up to date in $dir/node_modules"
+    else
+        log "TypeScript SDK: npm ci in $dir"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
+install_ts_sdk
+
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' 2>/dev/null \
     && [ -f "$STAMP" ] && cmp -s "$STAMP" "$REQUIREMENTS"; then
     log "virtualenv $VENV: up to date with tests/e2e/requirements.txt"
