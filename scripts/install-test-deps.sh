@@ -33,8 +33,10 @@ die() { printf '[install-test-deps] error: %s\n' "$*" >&2; exit 1; }
 #   e2fsprogs, util-linux   mkfs.ext4, losetup and mount: the server's volume images
 #   gcc, libc6-dev          linker and static libc for `cargo build` (crt-static)
 #   ca-certificates         pip over HTTPS on a minimal image
+#   bubblewrap, runc        baselines of `sandbar bench` (start latency of a namespaced shell)
 # ---------------------------------------------------------------------------------------------
-PACKAGES=(python3 python3-venv slirp4netns busybox-static git litmus rclone e2fsprogs util-linux gcc libc6-dev ca-certificates)
+PACKAGES=(python3 python3-venv slirp4netns busybox-static git litmus rclone e2fsprogs util-linux gcc libc6-dev ca-certificates
+    bubblewrap runc)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]

@@ -7,6 +7,7 @@
 #   clippy  cargo clippy --workspace --all-targets -- -D warnings
 #   fmt     cargo fmt --all --check
 #   e2e     pytest tests/e2e -v                        (real server, real sandboxes, real SDK)
+#   bench   sandbar bench --quick                      (harness check only; figures never asserted)
 # Every stage runs even when an earlier one failed (so one run shows every problem), except that
 # `unit` and `e2e` need a successful `build`. The exit status is non-zero if any stage failed.
 #
@@ -20,14 +21,14 @@ set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-ALL_STAGES=(deps build unit clippy fmt e2e)
+ALL_STAGES=(deps build unit clippy fmt e2e bench)
 stages=()
 pytest_extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --) shift; pytest_extra=("$@"); break ;;
         -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        deps|build|unit|clippy|fmt|e2e) stages+=("$1"); shift ;;
+        deps|build|unit|clippy|fmt|e2e|bench) stages+=("$1"); shift ;;
         *) echo "unknown stage '$1' (stages: ${ALL_STAGES[*]})" >&2; exit 2 ;;
     esac
 done
@@ -157,6 +158,25 @@ if want e2e; then
         "$REPO/.venv/bin/python" -m pytest "$REPO/tests/e2e" -v ${PYTEST_ARGS:-} \
             "${pytest_extra[@]}" </dev/null
         record e2e $?
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+if want bench; then
+    section "bench: sandbar bench --quick (every phase, tiny sizes; fails only if the harness does)"
+    bench_bin="${SANDBAR_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/x86_64-unknown-linux-gnu/debug/sandbar}"
+    if [ "$build_ok" -ne 1 ]; then
+        echo "skipped: the build failed"
+        record bench 1
+    elif [ ! -x "$bench_bin" ]; then
+        echo "no sandbar binary at $bench_bin: run the 'build' stage" >&2
+        record bench 1
+    else
+        bench_out="$(mktemp -d)"
+        "$bench_bin" bench --quick --out "$bench_out" </dev/null
+        st=$?
+        record bench "$st"
+        if [ "$st" -eq 0 ]; then rm -rf "$bench_out"; else echo "bench output kept in $bench_out"; fi
     fi
 fi
 
