@@ -217,6 +217,34 @@ mod tests {
         );
     }
 
+    /// Every documented operation reaches a handler: no 404 "Cannot METHOD path" and no 405.
+    #[tokio::test]
+    async fn every_documented_operation_is_routed() {
+        let app = crate::tests::TestApp::new().await;
+        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let concrete = path
+                .replace("{id}", "no-such-sandbox")
+                .replace("{port}", "8080")
+                .replace("{minutes}", "5")
+                .replace("{public}", "true")
+                .replace("{token}", "tok")
+                .replace("{name}", "no-such-volume")
+                .replace("{path}", "files");
+            for method in item.as_object().unwrap().keys() {
+                let method: axum::http::Method = method.to_uppercase().parse().unwrap();
+                let reply = app.call(method.clone(), &concrete, None).await;
+                let message = reply.body["message"].as_str().unwrap_or_default();
+                assert!(
+                    reply.status != axum::http::StatusCode::METHOD_NOT_ALLOWED
+                        && !message.starts_with("Cannot "),
+                    "{method} {path} is documented but not routed: {} {message}",
+                    reply.status
+                );
+            }
+        }
+    }
+
     #[test]
     fn document_names_the_sdk_operations() {
         let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
