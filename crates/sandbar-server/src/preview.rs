@@ -63,7 +63,10 @@ impl PreviewDomain {
 
     /// `{scheme}://{{PORT}}-{{sandboxId}}.{domain}` (`GET /api/config`).
     pub fn url_template(&self) -> String {
-        format!("{}://{{{{PORT}}}}-{{{{sandboxId}}}}.{}", self.scheme, self.domain)
+        format!(
+            "{}://{{{{PORT}}}}-{{{{sandboxId}}}}.{}",
+            self.scheme, self.domain
+        )
     }
 
     /// The domain's host name, lowercase, without a port.
@@ -74,9 +77,7 @@ impl PreviewDomain {
 
 fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     }
 }
@@ -84,7 +85,9 @@ fn strip_port(host: &str) -> &str {
 /// `(port, label)` when `host` (a `Host` header value) is `{port}-{label}.{domain}`. Ports are
 /// ignored: the same domain may be reached through a reverse proxy on another port.
 pub fn parse_host(host: &str, domain_host: &str) -> Option<(u16, String)> {
-    let name = strip_port(host.trim()).trim_end_matches('.').to_ascii_lowercase();
+    let name = strip_port(host.trim())
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let sub = name.strip_suffix(domain_host)?.strip_suffix('.')?;
     if sub.contains('.') {
         return None;
@@ -249,7 +252,12 @@ async fn access(
     })
 }
 
-async fn serve(state: &AppState, port: u16, label: &str, request: Request) -> Result<Response, ApiError> {
+async fn serve(
+    state: &AppState,
+    port: u16,
+    label: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (sandbox_id, signed) = match Uuid::parse_str(label) {
         Ok(id) => (id, false),
         Err(_) => match state.previews().check(label, port) {
@@ -287,15 +295,22 @@ async fn serve(state: &AppState, port: u16, label: &str, request: Request) -> Re
         _ => path,
     };
     let host = request.headers().get(header::HOST).cloned();
-    forward(state, sandbox.id, tunnel, request, path_and_query, |headers| {
-        headers.remove(TOKEN_HEADER);
-        if access == Access::ApiKey {
-            headers.remove(header::AUTHORIZATION);
-        }
-        if let Some(host) = host {
-            headers.insert(header::HOST, host);
-        }
-    })
+    forward(
+        state,
+        sandbox.id,
+        tunnel,
+        request,
+        path_and_query,
+        |headers| {
+            headers.remove(TOKEN_HEADER);
+            if access == Access::ApiKey {
+                headers.remove(header::AUTHORIZATION);
+            }
+            if let Some(host) = host {
+                headers.insert(header::HOST, host);
+            }
+        },
+    )
     .await
 }
 
@@ -307,12 +322,13 @@ async fn open_tunnel(
 ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ApiError> {
     let id = sandbox.id.to_string();
     let socket = state.lifecycle().runtime().agent_socket(&id);
-    let stream = UnixStream::connect(&socket)
-        .await
-        .map_err(|source| ApiError::AgentUnavailable {
-            id: id.clone(),
-            source,
-        })?;
+    let stream =
+        UnixStream::connect(&socket)
+            .await
+            .map_err(|source| ApiError::AgentUnavailable {
+                id: id.clone(),
+                source,
+            })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ApiError::Proxy {
@@ -399,7 +415,9 @@ mod tests {
         let sandbox = Uuid::new_v4();
         let token = previews.issue(sandbox, 8080, Duration::from_secs(60));
         assert_eq!(token.len(), SIGNED_TOKEN_LEN);
-        assert!(token.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         assert_eq!(previews.check(&token, 8080), Some(sandbox));
         assert_eq!(previews.check(&token, 8081), None);
         assert!(!previews.expire(Uuid::new_v4(), 8080, &token));

@@ -25,3 +25,11 @@ pub struct AgentConfig {
     /// True when the agent is PID 1 of the sandbox and must reap orphans and forward signals.
     pub init: bool,
 }
+
+/// Path prefix of the agent's internal TCP tunnel: `GET {TUNNEL_PATH}/{port}` with
+/// `Connection: upgrade` and `Upgrade: {TUNNEL_PROTOCOL}` connects to `127.0.0.1:{port}` inside
+/// the sandbox's network namespace and, after `101 Switching Protocols`, splices bytes both ways.
+/// Used by the server's preview proxy; the public toolbox proxy refuses this path.
+pub const TUNNEL_PATH: &str = "/sandbar/tunnel";
+/// `Upgrade` protocol token of the tunnel.
+pub const TUNNEL_PROTOCOL: &str = "sandbar-tunnel";
