@@ -15,6 +15,7 @@
 #   scripts/test.sh                       all stages
 #   scripts/test.sh build e2e -- -k tenancy -x
 # Environment: PYTEST_ARGS (extra pytest arguments), SANDBAR_BIN (binary the e2e suite starts),
+#   SANDBAR_EXE (binary the Rust integration tests start), CARGO_TARGET_DIR,
 #   SANDBAR_E2E_KEEP=1 (keep the e2e data directories for debugging).
 set -uo pipefail
 
@@ -94,6 +95,10 @@ if want deps; then
     fi
 fi
 
+# The binary the Rust integration tests (SANDBAR_EXE) and the e2e suite (SANDBAR_BIN) start.
+BIN="${CARGO_TARGET_DIR:-$REPO/target}/x86_64-unknown-linux-gnu/debug/sandbar"
+export SANDBAR_EXE="${SANDBAR_EXE:-$BIN}"
+
 # ---------------------------------------------------------------------------------------------
 build_ok=1
 if want build; then
@@ -143,7 +148,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 if want e2e; then
     section "e2e: pytest tests/e2e (real server, real sandboxes, daytona SDK 0.226.1)"
-    export SANDBAR_BIN="${SANDBAR_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/x86_64-unknown-linux-gnu/debug/sandbar}"
+    export SANDBAR_BIN="${SANDBAR_BIN:-$BIN}"
     if [ "$build_ok" -ne 1 ]; then
         echo "skipped: the build failed"
         skipped+=(e2e)
