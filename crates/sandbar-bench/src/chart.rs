@@ -23,6 +23,7 @@ fn color(system: &str, level: usize) -> RGBColor {
     let mix = |base: u8| base + ((255 - base) as u16 * light as u16 / 255) as u8;
     match system {
         "sandbar" => RGBColor(mix(10), mix(50), mix(190)),
+        "sandbar-nonet" => RGBColor(mix(120), mix(40), mix(170)),
         "bwrap" => RGBColor(mix(10), mix(130), mix(10)),
         _ => RGBColor(mix(190), mix(20), mix(20)),
     }

@@ -11,17 +11,19 @@ use crate::{Bench, BenchError};
 /// `rounds` times: `concurrency` clients each create a sandbox (as `daytona.create()` does) and
 /// run `true` in it, all at once; each sample is one client's time from sending the create to
 /// receiving the exec result. Sandboxes are deleted between rounds (not timed). No warm pool.
+/// `network_block_all: false` is the SDK's default (the sandbox gets slirp4netns).
 pub async fn create_to_first_exec(
     bench: &Bench,
     concurrency: usize,
     rounds: usize,
+    network_block_all: bool,
 ) -> Result<Vec<Duration>, BenchError> {
     let mut clients = bench.clients(concurrency).await?;
     let mut samples = Vec::with_capacity(concurrency * rounds);
     for _ in 0..rounds {
         let results = join_all(clients.iter_mut().map(|client| async {
             let t0 = Instant::now();
-            let sandbox = bench.create(client, false).await?;
+            let sandbox = bench.create(client, network_block_all).await?;
             let result = bench.exec_ok(client, &sandbox, "true").await;
             let elapsed = t0.elapsed();
             Ok::<_, BenchError>((sandbox.id, result.map(|_| elapsed)))

@@ -331,8 +331,14 @@ async fn run_phases(
     report.server_rss_idle = procfs::rss(bench.server.pid);
     for &(concurrency, rounds) in &sizes.start_levels {
         eprintln!("bench: create -> first exec, concurrency {concurrency}, {rounds} rounds");
-        let samples = latency::create_to_first_exec(bench, concurrency, rounds).await?;
+        let samples = latency::create_to_first_exec(bench, concurrency, rounds, false).await?;
         report.add_start("sandbar", concurrency, &samples);
+    }
+    // The same without outbound network (no slirp4netns): what the network costs.
+    if let Some(&(concurrency, rounds)) = sizes.start_levels.first() {
+        eprintln!("bench: create -> first exec with networkBlockAll, concurrency {concurrency}");
+        let samples = latency::create_to_first_exec(bench, concurrency, rounds, true).await?;
+        report.add_start("sandbar-nonet", concurrency, &samples);
     }
     eprintln!("bench: exec round trip, {} calls", sizes.exec_rounds);
     report.exec = latency::exec_round_trip(bench, sizes.exec_rounds).await?;

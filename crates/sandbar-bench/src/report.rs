@@ -46,7 +46,8 @@ pub struct Machine {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StartRow {
-    /// `sandbar`, `bwrap` or `runc`.
+    /// `sandbar` (the SDK's default body: outbound network through slirp4netns),
+    /// `sandbar-nonet` (`networkBlockAll: true`), `bwrap` or `runc`.
     pub system: &'static str,
     pub concurrency: usize,
     pub summary: Option<Summary>,
@@ -237,14 +238,14 @@ impl Report {
         )?;
         writeln!(
             out,
-            "  {:<8} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "  {:<13} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
             "system", "conc", "n", "min", "p50", "p90", "p99", "max"
         )?;
         for row in &self.start {
             if let Some(s) = &row.summary {
                 writeln!(
                     out,
-                    "  {:<8} {:>5} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+                    "  {:<13} {:>5} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
                     row.system,
                     row.concurrency,
                     s.n,
@@ -257,7 +258,7 @@ impl Report {
             }
         }
         for s in &self.skipped {
-            writeln!(out, "  {:<8} skipped: {}", s.what, s.reason)?;
+            writeln!(out, "  {:<13} skipped: {}", s.what, s.reason)?;
         }
         if let Some(s) = &self.exec {
             writeln!(
