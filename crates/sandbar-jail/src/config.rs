@@ -21,6 +21,9 @@ pub struct JailConfig {
     /// cgroup directories for host-side helpers of the sandbox (slirp4netns): the hierarchy
     /// roots, so they are not accounted to, frozen or killed with the sandbox.
     pub host_cgroups: Vec<PathBuf>,
+    /// cgroup hierarchies to show read-only at `/sys/fs/cgroup` inside (through the new cgroup
+    /// namespace, the sandbox's own cgroup is their root), so programs can read their limits.
+    pub cgroup_mounts: Vec<CgroupMount>,
     /// Where to create the agent's listening socket (host side, never visible inside).
     pub socket_path: PathBuf,
     /// The executable to run as PID 1 (this very binary), opened before pivot_root.
@@ -58,6 +61,17 @@ pub struct BindMount {
     /// uid n appear as uid n inside (and the sandbox's writes are stored as n). Volumes and
     /// snapshot layers are stored this way, independent of any sandbox's host uid range.
     pub idmap: bool,
+}
+
+/// One cgroup hierarchy mounted read-only under `/sys/fs/cgroup`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CgroupMount {
+    /// `cgroup` (v1) or `cgroup2`.
+    pub fstype: String,
+    /// v1: the controllers of the hierarchy (e.g. `cpu,cpuacct`); v2: empty.
+    pub options: String,
+    /// Directory under `/sys/fs/cgroup` (empty: `/sys/fs/cgroup` itself).
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

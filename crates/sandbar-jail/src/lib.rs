@@ -43,7 +43,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-pub use config::{BindMount, JailConfig, JailResult, OverlayLayer};
+pub use config::{BindMount, CgroupMount, JailConfig, JailResult, OverlayLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JailError {

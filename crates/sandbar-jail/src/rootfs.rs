@@ -125,6 +125,7 @@ pub fn build(config: &JailConfig, userns: BorrowedFd<'_>) -> Result<(), JailErro
         None::<&str>,
     )
     .map_err(|e| JailError::sys("mount /sys", nix_io(e)))?;
+    mount_cgroups(config, &sysfs.join("fs/cgroup"))?;
 
     let root_dir = open_dir(root)?;
     for bind in &config.binds {
@@ -289,6 +290,32 @@ fn ensure_target(
 
 fn rel_from(parts: &[Component<'_>]) -> std::path::PathBuf {
     parts.iter().map(|c| c.as_os_str()).collect()
+}
+
+/// Shows the sandbox's own cgroups (read-only) at `/sys/fs/cgroup`, as container runtimes do:
+/// runtimes such as the JVM, Node.js or Go read their memory and CPU limits there.
+fn mount_cgroups(config: &JailConfig, dir: &Path) -> Result<(), JailError> {
+    if config.cgroup_mounts.is_empty() || !dir.is_dir() {
+        return Ok(());
+    }
+    let ro = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
+    let single_v2 = config.cgroup_mounts.len() == 1 && config.cgroup_mounts[0].name.is_empty();
+    if !single_v2 {
+        mount(Some("cgroup"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
+            .map_err(|e| JailError::sys("mount /sys/fs/cgroup", nix_io(e)))?;
+    }
+    for m in &config.cgroup_mounts {
+        let target = if m.name.is_empty() { dir.to_path_buf() } else { dir.join(&m.name) };
+        ensure_dir(&target)?;
+        let data = (!m.options.is_empty()).then_some(m.options.as_str());
+        // Informational only: a hierarchy that cannot be shown is left out, not fatal.
+        let _ = mount(Some("cgroup"), &target, Some(m.fstype.as_str()), ro, data);
+    }
+    if !single_v2 {
+        mount(None::<&str>, dir, None::<&str>, MsFlags::MS_REMOUNT | ro, Some("mode=755"))
+            .map_err(|e| JailError::sys("make /sys/fs/cgroup read-only", nix_io(e)))?;
+    }
+    Ok(())
 }
 
 /// Hides kernel interfaces that leak host information or allow host-wide actions.

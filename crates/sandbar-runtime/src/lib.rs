@@ -127,16 +127,6 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// A backend that runs sandboxes. The native backend is the default; others (Kubernetes,
-/// microVMs) implement the same trait behind features.
-#[async_trait::async_trait]
-pub trait SandboxRuntime: Send + Sync + 'static {
-    /// Starts the sandbox's process tree over its (possibly existing) writable layer.
-    /// Creates the layer on first start. Returns once the agent's socket accepts connections.
-    async fn start(&self, spec: &SandboxSpec) -> Result<Launched, RuntimeError>;
-
     #[error("failed to {action} the writable layer of sandbox {id}")]
     Archive {
         action: &'static str,
@@ -163,6 +153,16 @@ pub struct Usage {
     pub memory_bytes: u64,
     /// Bytes the writable layer (or its archive) takes on disk.
     pub disk_bytes: u64,
+}
+
+/// A backend that runs sandboxes. The native backend is the default; others (Kubernetes,
+/// microVMs) implement the same trait behind features.
+#[async_trait::async_trait]
+pub trait SandboxRuntime: Send + Sync + 'static {
+    /// Starts the sandbox's process tree over its (possibly existing) writable layer.
+    /// Creates the layer on first start. Returns once the agent's socket accepts connections.
+    async fn start(&self, spec: &SandboxSpec) -> Result<Launched, RuntimeError>;
+
     /// Stops the process tree (SIGTERM to every process, SIGKILL after `grace` unless `force`),
     /// keeping the writable layer. Returns when no process of the sandbox remains.
     async fn stop(
@@ -191,13 +191,6 @@ pub struct Usage {
 
     /// Ids of sandboxes that have state on the host (directories or cgroups), for orphan cleanup.
     fn list_host_sandboxes(&self) -> Vec<String>;
-
-    /// How this backend stores volumes; `None`: the server keeps plain directories
-    /// ([`volume::DirVolumes`]).
-    fn volume_storage(&self) -> Option<std::sync::Arc<dyn VolumeStorage>> {
-        None
-    }
-}
 
     /// How this backend stores volumes; `None`: the server keeps plain directories
     /// ([`volume::DirVolumes`]).
@@ -246,3 +239,4 @@ pub struct Usage {
         let _ = id;
         0
     }
+}

@@ -8,11 +8,12 @@
 //!   `etc/` files, `agent.sock` (the agent's socket) and `agent.log`; `layer.tar.zst` instead
 //!   of `upper*` while archived ([`archive`]);
 //! - cgroups `sandbar/<id>` in each hierarchy ([`cgroup`]);
+//! - `volumes/<id>/` — each volume's ext4 image and its host mount point ([`volume`]).
 //!
 //! Mounts live only in each sandbox's own mount namespace: they vanish with its processes.
 
-pub mod cgroup;
 pub mod archive;
+pub mod cgroup;
 mod pidfd;
 pub mod reaper;
 pub mod snapshot;
@@ -80,6 +81,8 @@ pub struct NativeRuntime {
     sandboxes: PathBuf,
     sandboxes_dir: std::fs::File,
     cgroups: Cgroups,
+    /// The hierarchies shown read-only inside sandboxes (computed once).
+    cgroup_mounts: Vec<sandbar_jail::CgroupMount>,
     snapshots: SnapshotStore,
     reaper: Arc<Reaper>,
     volumes: Arc<LoopVolumes>,
@@ -126,6 +129,7 @@ impl NativeRuntime {
             config,
             sandboxes,
             sandboxes_dir,
+            cgroup_mounts: cgroups.sandbox_mounts(),
             cgroups,
             snapshots,
             reaper,
@@ -281,6 +285,7 @@ impl NativeRuntime {
             binds,
             cgroups,
             host_cgroups: self.cgroups.roots(),
+            cgroup_mounts: self.cgroup_mounts.clone(),
             socket_path: self.sandbox_dir(&spec.id).join("agent.sock"),
             agent_exe: self.config.exe.clone(),
             agent_args: vec!["sandbar".into(), "agent".into()],
@@ -383,26 +388,6 @@ impl NativeRuntime {
     }
 }
 
-fn sandbar_wire_config(spec: &SandboxSpec) -> String {
-    serde_json::json!({ "user": spec.user, "env": spec.env, "init": true }).to_string()
-}
-
-/// A valid hostname (RFC 1123 label characters, at most 63) from the sandbox name.
-fn sanitize_hostname(name: &str, id: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    let cleaned = cleaned.trim_matches('-').to_string();
-    if cleaned.is_empty() {
-        id.chars().take(63).collect()
 impl NativeRuntime {
     /// Runs one blocking archive step on the sandbox's directory off the async threads.
     async fn archive_step<T: Send + 'static>(
@@ -426,6 +411,26 @@ impl NativeRuntime {
     }
 }
 
+fn sandbar_wire_config(spec: &SandboxSpec) -> String {
+    serde_json::json!({ "user": spec.user, "env": spec.env, "init": true }).to_string()
+}
+
+/// A valid hostname (RFC 1123 label characters, at most 63) from the sandbox name.
+fn sanitize_hostname(name: &str, id: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let cleaned = cleaned.trim_matches('-').to_string();
+    if cleaned.is_empty() {
+        id.chars().take(63).collect()
     } else {
         cleaned
     }
@@ -435,6 +440,13 @@ impl NativeRuntime {
 impl SandboxRuntime for NativeRuntime {
     async fn start(&self, spec: &SandboxSpec) -> Result<Launched, RuntimeError> {
         let snap = self.snapshots.get(&spec.snapshot)?;
+        // An archived layer comes back before anything else touches the directory.
+        if self
+            .archive_step(&spec.id, "restore", archive::restore)
+            .await?
+        {
+            tracing::info!(sandbox = %spec.id, "restored the archived writable layer");
+        }
         let network = !spec.network_block_all && self.config.slirp4netns.is_some();
         let base = self.prepare(spec, snap.meta.host_usr, network).await?;
         // Leftovers of an earlier run (a crash) would make the new tree share a cgroup.
@@ -455,13 +467,6 @@ impl SandboxRuntime for NativeRuntime {
             }),
             Err(e) => {
                 self.kill_cgroup(&spec.id).await;
-        // An archived layer comes back before anything else touches the directory.
-        if self
-            .archive_step(&spec.id, "restore", archive::restore)
-            .await?
-        {
-            tracing::info!(sandbox = %spec.id, "restored the archived writable layer");
-        }
                 let _ = self.cgroups.remove(&spec.id).await;
                 Err(e)
             }
@@ -533,30 +538,6 @@ impl SandboxRuntime for NativeRuntime {
         ))
     }
 
-    /// Sandboxes with a directory in this data directory. cgroups are not listed: the
-    /// hierarchy is shared by every Sandbar data directory on the host, and a sandbox's
-    /// directory is created before and removed after its cgroups.
-    fn list_host_sandboxes(&self) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(&self.sandboxes)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    fn volume_storage(&self) -> Option<Arc<dyn crate::VolumeStorage>> {
-        Some(self.volumes.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sanitize_hostname;
-
-    #[test]
     async fn archive(&self, id: &str) -> Result<u64, RuntimeError> {
         if !self.cgroups.procs(id).is_empty() {
             return Err(RuntimeError::Setup(format!(
@@ -591,6 +572,30 @@ mod tests {
         self.cgroups.oom_kills(id)
     }
 
+    /// Sandboxes with a directory in this data directory. cgroups are not listed: the
+    /// hierarchy is shared by every Sandbar data directory on the host, and a sandbox's
+    /// directory is created before and removed after its cgroups.
+    fn list_host_sandboxes(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.sandboxes)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn volume_storage(&self) -> Option<Arc<dyn crate::VolumeStorage>> {
+        Some(self.volumes.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize_hostname;
+
+    #[test]
     fn hostnames_are_valid_labels() {
         assert_eq!(sanitize_hostname("my sandbox/x", "id"), "my-sandbox-x");
         assert_eq!(sanitize_hostname("---", "abc"), "abc");

@@ -289,7 +289,10 @@ mod tests {
         let activity = Activity::default();
         let id = Uuid::new_v4();
         let hold = activity.hold(id, HoldKind::Connection);
-        assert_eq!(activity.holds.lock().unwrap().get(&id).unwrap().connections, 1);
+        assert_eq!(
+            activity.holds.lock().unwrap().get(&id).unwrap().connections,
+            1
+        );
         drop(hold);
         assert!(activity.holds.lock().unwrap().get(&id).is_none());
         assert!(activity.pending(id).is_some());

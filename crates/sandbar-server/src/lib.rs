@@ -148,6 +148,9 @@ struct StateInner {
     urls: Urls,
     default_snapshot: String,
     shutdown: CancellationToken,
+    /// Wakes the lifecycle scheduler (an interval changed).
+    scheduler_wake: tokio::sync::Notify,
+    metrics_public: bool,
 }
 
 impl AppState {
@@ -156,9 +159,6 @@ impl AppState {
     /// listener is bound to (its port is used for default URLs).
     pub async fn open(
         config: &ServerConfig,
-    /// Wakes the lifecycle scheduler (an interval changed).
-    scheduler_wake: tokio::sync::Notify,
-    metrics_public: bool,
         runtime: Arc<dyn SandboxRuntime>,
         local_addr: SocketAddr,
     ) -> Result<Self, ServerError> {
@@ -212,21 +212,24 @@ impl AppState {
                 volumes_dir: config.data_dir.join("volumes"),
                 start_timeout: config.start_timeout,
             },
+            Arc::new(metrics::Metrics::new()),
         );
-        lifecycle.recover().await.map_err(ServerError::Recover)?;
         mount_volumes(&store, &lifecycle).await?;
+        lifecycle.recover().await.map_err(ServerError::Recover)?;
         Ok(Self {
             inner: Arc::new(StateInner {
                 store,
                 lifecycle,
                 activity: Activity::default(),
-                urls,
-                default_snapshot: config.default_snapshot.clone(),
                 dav: Arc::new(sandbar_dav::DavService::new(
                     sandbar_runtime::volume::VOLUME_OWNER,
                 )),
                 previews: preview::SignedPreviews::default(),
+                urls,
+                default_snapshot: config.default_snapshot.clone(),
                 shutdown: CancellationToken::new(),
+                scheduler_wake: tokio::sync::Notify::new(),
+                metrics_public: config.metrics_public,
             }),
         })
     }
@@ -236,20 +239,27 @@ impl AppState {
     }
 
     pub fn lifecycle(&self) -> &Lifecycle {
-            Arc::new(metrics::Metrics::new()),
         &self.inner.lifecycle
     }
 
-    fn activity(&self) -> &Activity {
-        &self.inner.activity
     fn dav(&self) -> &sandbar_dav::DavService {
         &self.inner.dav
     }
 
+    fn activity(&self) -> &Activity {
+        &self.inner.activity
     }
 
     fn urls(&self) -> &Urls {
         &self.inner.urls
+    }
+
+    fn preview_domain(&self) -> &preview::PreviewDomain {
+        &self.inner.urls.preview
+    }
+
+    fn previews(&self) -> &preview::SignedPreviews {
+        &self.inner.previews
     }
 
     /// Wakes the lifecycle scheduler to recompute deadlines (after an interval change).
@@ -259,14 +269,6 @@ impl AppState {
 
     fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
-    fn preview_domain(&self) -> &preview::PreviewDomain {
-        &self.inner.urls.preview
-    }
-
-    fn previews(&self) -> &preview::SignedPreviews {
-        &self.inner.previews
-    }
-
     }
 
     /// Starts the background tasks: activity flushing and the lifecycle scheduler
@@ -274,8 +276,6 @@ impl AppState {
     pub fn spawn_background(&self, time_scale: f64) {
         let state = self.clone();
         tokio::spawn(async move {
-                scheduler_wake: tokio::sync::Notify::new(),
-                metrics_public: config.metrics_public,
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
@@ -325,6 +325,10 @@ pub fn app(state: AppState) -> Router {
     let service = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(middleware::trace_request))
         .layer(axum::middleware::from_fn(error::envelope))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            preview::by_host,
+        ))
         .map_request(middleware::normalize_path)
         .service(routes);
     Router::new().fallback_service(service)
@@ -343,10 +347,6 @@ pub async fn serve_with_shutdown(
     config: ServerConfig,
     runtime: Arc<dyn SandboxRuntime>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            preview::by_host,
-        ))
 ) -> Result<(), ServerError> {
     let listener = TcpListener::bind(config.listen)
         .await

@@ -14,8 +14,7 @@ use sandbar_core::lifecycle::{self, Action, Plan};
 use sandbar_core::{DesiredState, LaunchedProcess, Sandbox, SandboxState};
 use sandbar_runtime::volume::DirVolumes;
 use sandbar_runtime::{
-    ExitInfo, Launched, Mount, Resources, RuntimeError, SandboxRuntime, SandboxSpec,
-    VolumeStorage,
+    ExitInfo, Launched, Mount, Resources, RuntimeError, SandboxRuntime, SandboxSpec, VolumeStorage,
 };
 use sandbar_store::{SandboxChange, Store, StoreError};
 use tokio::sync::{broadcast, Mutex, OwnedMutexGuard};
@@ -34,8 +33,7 @@ pub mod reason {
     pub const STOP_INTERRUPTED: &str = "sandbox stop was interrupted by a server restart";
     pub const ARCHIVE_INTERRUPTED: &str =
         "archive was interrupted by a server restart; the writable layer was kept";
-    pub const ARCHIVE_FINISHED_AFTER_RESTART: &str =
-        "archive completed after a server restart";
+    pub const ARCHIVE_FINISHED_AFTER_RESTART: &str = "archive completed after a server restart";
     pub const SERVER_SHUTDOWN: &str = "stopped by server shutdown (--stop-sandboxes-on-exit)";
 
     /// Auto-stop after `minutes` without activity.
@@ -575,7 +573,11 @@ impl Lifecycle {
     }
 
     /// [`Lifecycle::destroy`] that nobody asked for (auto-delete).
-    pub async fn destroy_because(&self, id: Uuid, reason: String) -> Result<Sandbox, LifecycleError> {
+    pub async fn destroy_because(
+        &self,
+        id: Uuid,
+        reason: String,
+    ) -> Result<Sandbox, LifecycleError> {
         let this = self.clone();
         self.detached(async move { this.destroy_locked(id, Some(reason)).await })
             .await
@@ -769,14 +771,28 @@ impl Lifecycle {
                         // The archive is complete and durable: finish the job.
                         info!(sandbox = %id, "finishing interrupted archive");
                         let reason = Some(reason::ARCHIVE_FINISHED_AFTER_RESTART.to_owned());
-                        self.record(id, SandboxState::Archived, DesiredState::Archived, None, reason, None)
-                            .await?;
+                        self.record(
+                            id,
+                            SandboxState::Archived,
+                            DesiredState::Archived,
+                            None,
+                            reason,
+                            None,
+                        )
+                        .await?;
                         cleanup(runtime.drop_layer(&key).await, id, "free archived layer");
                     } else {
                         warn!(sandbox = %id, "undoing interrupted archive; the layer is intact");
                         let reason = Some(reason::ARCHIVE_INTERRUPTED.to_owned());
-                        self.record(id, SandboxState::Stopped, DesiredState::Stopped, None, reason, None)
-                            .await?;
+                        self.record(
+                            id,
+                            SandboxState::Stopped,
+                            DesiredState::Stopped,
+                            None,
+                            reason,
+                            None,
+                        )
+                        .await?;
                     }
                 }
                 SandboxState::Archived => {
@@ -869,4 +885,3 @@ fn cleanup(result: Result<(), RuntimeError>, id: Uuid, action: &str) {
         warn!(sandbox = %id, action, error = %error_chain(&err), "cleanup failed");
     }
 }
-

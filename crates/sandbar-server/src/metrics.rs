@@ -299,12 +299,19 @@ mod tests {
                 disk_bytes: 7,
             },
         }]);
-        assert!(text.contains("sandbar_sandboxes{state=\"started\"} 1"), "{text}");
-        assert!(text.contains("sandbar_sandboxes{state=\"archived\"} 0"), "{text}");
+        assert!(
+            text.contains("sandbar_sandboxes{state=\"started\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sandbar_sandboxes{state=\"archived\"} 0"),
+            "{text}"
+        );
         assert!(text.contains(
             "sandbar_operation_duration_seconds_count{operation=\"create\",outcome=\"success\"} 1"
         ));
-        assert!(text.contains("sandbar_sandbox_failures_total{from_state=\"started\",reason=\"oom\"} 1"));
+        assert!(text
+            .contains("sandbar_sandbox_failures_total{from_state=\"started\",reason=\"oom\"} 1"));
         assert!(text.contains("sandbar_sandbox_cpu_seconds{sandbox=\"abc\",organization=\"org\",state=\"started\"} 1.5"));
         assert!(text.contains("sandbar_sandbox_memory_bytes{sandbox=\"abc\",organization=\"org\",state=\"started\"} 42"));
         assert!(text.contains("sandbar_auto_actions_total{action=\"stop\"} 1"));

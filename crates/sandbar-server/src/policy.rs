@@ -116,7 +116,10 @@ pub fn time_scale_from_env() -> f64 {
 /// Runs the scheduler until shutdown.
 pub fn spawn(state: AppState, scale: f64) {
     if scale != 1.0 {
-        warn!(scale, "{TIME_SCALE_ENV} is set: lifecycle intervals are sped up (test only)");
+        warn!(
+            scale,
+            "{TIME_SCALE_ENV} is set: lifecycle intervals are sped up (test only)"
+        );
     }
     tokio::spawn(async move {
         let mut events = state.lifecycle().subscribe();

@@ -152,40 +152,35 @@ pub struct Sandbox {
     pub updated_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_at: Option<String>,
-}
-
-/// Body of `GET /api/sandbox` (§3.2).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
     /// Sandbar extension: why the last state change happened when no user asked for it
     /// (auto-stop, auto-archive, OOM kill, server restart, ...); absent after a requested one.
-}
-
-/// Body of `GET /api/sandbox` (§3.2).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
     /// Sandbar extension: when the state last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_changed_at: Option<String>,
+}
+
+/// Body of `GET /api/sandbox` (§3.2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
 pub struct SandboxList {
     pub items: Vec<Sandbox>,
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub next_cursor: Option<String>,
 }
 
 /// Body of `PUT /api/sandbox/{id}/labels` and its answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SandboxLabels {
     #[serde(default)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub labels: BTreeMap<String, String>,
 }
 
 /// Body of `POST /api/sandbox/{id}/network-settings`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkSettings {
     #[serde(default)]
@@ -193,21 +188,26 @@ pub struct NetworkSettings {
     #[serde(default)]
     pub network_allow_list: Option<String>,
     #[serde(default)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub domain_allow_list: Option<String>,
 }
 
 /// Answer of `GET /api/sandbox/{id}/toolbox-proxy-url`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ToolboxProxyUrl {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ToolboxProxyUrl {
     pub url: String,
 }
 
 /// Answer of `GET /api/sandbox/{id}/ports/{port}/preview-url` (§3.4).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PortPreviewUrl {
+    pub sandbox_id: String,
+    pub url: String,
+    pub token: String,
+}
+
 /// Answer of `GET /api/sandbox/{id}/ports/{port}/signed-preview-url` (§3.4).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -219,22 +219,20 @@ pub struct SignedPortPreviewUrl {
     pub url: String,
 }
 
-    pub sandbox_id: String,
-    pub url: String,
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-    pub token: String,
-}
-
 /// Body of `POST /api/volumes`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateVolume {
     #[serde(default)]
     pub name: Option<String>,
+    /// Size limit in GiB (a Sandbar extension; default: the server's `--volume-size-gib`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
 }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// `VolumeDto` (§6).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Volume {
     pub id: String,
@@ -249,9 +247,9 @@ pub struct Volume {
     pub error_reason: Option<String>,
 }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// `SnapshotDto` (§7). Note `mem`, not `memory`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     pub id: String,
@@ -270,9 +268,9 @@ pub struct Snapshot {
     pub updated_at: String,
 }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// Answer of `GET /api/snapshots`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotList {
     pub items: Vec<Snapshot>,
@@ -281,9 +279,9 @@ pub struct SnapshotList {
     pub total_pages: i64,
 }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// `oidc` of [`Config`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OidcConfig {
     pub issuer: String,
@@ -291,9 +289,9 @@ pub struct OidcConfig {
     pub audience: String,
 }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 /// Answer of `GET /api/config` (the fields Sandbar can fill).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Config {
     pub version: String,

@@ -100,11 +100,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut native_config = NativeConfig::new(data_dir.clone(), exe);
         native_config.volume_size = args.volume_size_gib << 30;
-        let native = NativeRuntime::new(native_config)
-            .context("prepare the native runtime")?;
+        let native = NativeRuntime::new(native_config).context("prepare the native runtime")?;
+        let mut config = sandbar_server::ServerConfig::new(args.listen, data_dir);
         config.stop_sandboxes_on_exit = args.stop_sandboxes_on_exit;
         config.metrics_public = args.metrics_public;
-        let mut config = sandbar_server::ServerConfig::new(args.listen, data_dir);
         config.preview_domain = args.preview_domain.clone();
         config.snapshots = native
             .snapshots()

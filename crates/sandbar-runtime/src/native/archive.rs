@@ -406,10 +406,7 @@ fn extract(archive: &Path, into: &Path) -> Result<(), ArchiveError> {
         if let Some(extensions) = entry.pax_extensions().map_err(archive_err)? {
             for extension in extensions {
                 let extension = extension.map_err(archive_err)?;
-                if let Some(name) = extension
-                    .key_bytes()
-                    .strip_prefix(XATTR_PREFIX.as_bytes())
-                {
+                if let Some(name) = extension.key_bytes().strip_prefix(XATTR_PREFIX.as_bytes()) {
                     xattrs.push((
                         OsStr::from_bytes(name).to_owned(),
                         extension.value_bytes().to_vec(),
@@ -493,14 +490,7 @@ fn extract(archive: &Path, into: &Path) -> Result<(), ArchiveError> {
 
 fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
     let time = TimeSpec::new(mtime, 0);
-    utimensat(
-        None,
-        path,
-        &time,
-        &time,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(nix_io)
+    utimensat(None, path, &time, &time, UtimensatFlags::NoFollowSymlink).map_err(nix_io)
 }
 
 #[cfg(test)]

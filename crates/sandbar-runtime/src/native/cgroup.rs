@@ -90,6 +90,51 @@ impl Cgroups {
         }
     }
 
+    /// The hierarchies to show inside a sandbox at `/sys/fs/cgroup`: each v1 hierarchy that
+    /// carries one of our controllers, with its full option set (a v1 hierarchy can only be
+    /// mounted again with the same controllers), or the unified hierarchy.
+    pub fn sandbox_mounts(&self) -> Vec<sandbar_jail::CgroupMount> {
+        match self {
+            Cgroups::V1(map) => {
+                let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                let mut mounts: Vec<sandbar_jail::CgroupMount> = Vec::new();
+                for line in info.lines() {
+                    let Some((pre, post)) = line.split_once(" - ") else {
+                        continue;
+                    };
+                    let mount_point =
+                        PathBuf::from(pre.split_whitespace().nth(4).unwrap_or_default());
+                    let mut post = post.split_whitespace();
+                    if post.next() != Some("cgroup") || !map.values().any(|m| m == &mount_point) {
+                        continue;
+                    }
+                    let options: Vec<&str> = post
+                        .nth(1)
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|o| *o != "rw" && *o != "ro")
+                        .collect();
+                    let Some(name) = mount_point.file_name().and_then(|n| n.to_str()) else {
+                        continue;
+                    };
+                    if mounts.iter().all(|m| m.name != name) {
+                        mounts.push(sandbar_jail::CgroupMount {
+                            fstype: "cgroup".into(),
+                            options: options.join(","),
+                            name: name.to_string(),
+                        });
+                    }
+                }
+                mounts
+            }
+            Cgroups::V2(_) => vec![sandbar_jail::CgroupMount {
+                fstype: "cgroup2".into(),
+                options: String::new(),
+                name: String::new(),
+            }],
+        }
+    }
+
     fn v1_dir(&self, controller: &str, id: &str) -> Option<PathBuf> {
         match self {
             Cgroups::V1(map) => map.get(controller).map(|m| m.join(GROUP).join(id)),

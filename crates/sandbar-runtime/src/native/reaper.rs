@@ -1,15 +1,15 @@
 //! The server is a child subreaper: sandbox inits and slirp4netns processes, orphaned when the
 //! jail helper exits, are re-parented to it instead of the host's PID 1 (which, in some
-//! containers, never reaps). One task reaps every child and hands exit statuses to whoever
+//! containers, never reaps). One thread reaps every child and hands exit statuses to whoever
 //! waits for a given pid. Nothing else in the process may wait for children (no
 //! `tokio::process`), or the two would race for the same statuses.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
 /// Statuses of children nobody waits for are kept this long (count), then dropped.
@@ -19,57 +19,83 @@ const UNCLAIMED_LIMIT: usize = 4096;
 struct State {
     waiters: HashMap<i32, oneshot::Sender<i32>>,
     unclaimed: HashMap<i32, i32>,
+    /// Bumped after every spawn, so a reaper thread with no children knows to wait again.
+    spawned: u64,
 }
 
+/// The process-wide reaper. There is one per process: two would steal each other's statuses.
 pub struct Reaper {
     state: Mutex<State>,
+    children: Condvar,
 }
 
+static REAPER: OnceLock<Arc<Reaper>> = OnceLock::new();
+
 impl Reaper {
-    /// Makes this process a subreaper and starts the reaping task. Call once per process.
+    /// Makes this process a subreaper and starts the reaping thread, once per process; later
+    /// calls return the same reaper.
     pub fn start() -> std::io::Result<Arc<Self>> {
-        nix::sys::prctl::set_child_subreaper(true)
-            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
-        let mut sigchld = signal(SignalKind::child())?;
-        let reaper = Arc::new(Reaper {
-            state: Mutex::new(State::default()),
-        });
-        let weak = Arc::downgrade(&reaper);
-        tokio::spawn(async move {
-            loop {
-                match weak.upgrade() {
-                    Some(r) => r.reap_all(),
-                    None => return,
-                }
-                if sigchld.recv().await.is_none() {
-                    return;
-                }
+        if let Some(r) = REAPER.get() {
+            return Ok(r.clone());
+        }
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+        let reaper = REAPER
+            .get_or_init(|| Arc::new(Reaper { state: Mutex::new(State::default()), children: Condvar::new() }))
+            .clone();
+        static THREAD: OnceLock<()> = OnceLock::new();
+        let mut spawn_error = None;
+        THREAD.get_or_init(|| {
+            let r = reaper.clone();
+            if let Err(e) = std::thread::Builder::new().name("sandbar-reaper".into()).spawn(move || r.reap_forever()) {
+                spawn_error = Some(e);
             }
         });
-        Ok(reaper)
+        match spawn_error {
+            Some(e) => Err(e),
+            None => Ok(reaper),
+        }
     }
 
-    fn reap_all(&self) {
+    /// Blocks in `waitpid(-1)`; with no child at all, sleeps until the next spawn.
+    fn reap_forever(&self) {
+        let mut seen = 0;
         loop {
-            let (pid, code) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
-            };
-            let mut state = self.state.lock().expect("reaper lock");
-            match state.waiters.remove(&pid.as_raw()) {
-                Some(tx) => {
-                    let _ = tx.send(code);
-                }
-                None => {
-                    if state.unclaimed.len() >= UNCLAIMED_LIMIT {
-                        state.unclaimed.clear();
+            match waitpid(None::<Pid>, None) {
+                Ok(WaitStatus::Exited(pid, code)) => self.deliver(pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.deliver(pid.as_raw(), 128 + sig as i32),
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => {
+                    // ECHILD: nothing to wait for until something is spawned.
+                    let mut state = self.state.lock().expect("reaper lock");
+                    while state.spawned == seen {
+                        state = self.children.wait(state).expect("reaper lock");
                     }
-                    state.unclaimed.insert(pid.as_raw(), code);
+                    seen = state.spawned;
                 }
             }
         }
+    }
+
+    fn deliver(&self, pid: i32, code: i32) {
+        let mut state = self.state.lock().expect("reaper lock");
+        match state.waiters.remove(&pid) {
+            Some(tx) => {
+                let _ = tx.send(code);
+            }
+            None => {
+                if state.unclaimed.len() >= UNCLAIMED_LIMIT {
+                    state.unclaimed.clear();
+                }
+                state.unclaimed.insert(pid, code);
+            }
+        }
+    }
+
+    /// Tells the reaping thread that a child now exists (call right after spawning).
+    fn spawned(&self) {
+        let mut state = self.state.lock().expect("reaper lock");
+        state.spawned += 1;
+        self.children.notify_all();
     }
 
     /// Exit code of child `pid` (128 + signal when killed by a signal).
@@ -83,9 +109,6 @@ impl Reaper {
             state.waiters.insert(pid, tx);
             rx
         };
-        // The child may have exited between spawn and registration without a new SIGCHLD
-        // arriving after we registered: reap once more now that the waiter is in place.
-        self.reap_all();
         rx.await.unwrap_or(-1)
     }
 }
@@ -117,6 +140,7 @@ impl Reaper {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
+        self.spawned();
         let pid = child.id() as i32;
         let stdin = child.stdin.take();
         let mut stdout = child.stdout.take().expect("piped");

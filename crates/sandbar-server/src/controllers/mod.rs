@@ -8,9 +8,9 @@ use crate::error::ApiError;
 use crate::AppState;
 
 mod config;
+mod dav;
 mod metrics;
 mod observe;
-mod dav;
 mod openapi;
 mod preview;
 mod sandbox;
@@ -100,7 +100,6 @@ pub fn router(state: AppState) -> Router<AppState> {
 async fn socket_io(method: Method, uri: Uri) -> ApiError {
     ApiError::RouteNotFound {
         method: method.to_string(),
-        .route("/metrics", get(metrics::scrape))
         path: uri.path().to_owned(),
     }
 }

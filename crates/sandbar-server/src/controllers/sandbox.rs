@@ -234,6 +234,8 @@ pub async fn create(
         state: SandboxState::Creating,
         desired_state: DesiredState::Started,
         error_reason: None,
+        state_reason: None,
+        state_changed_at: now,
         auto_stop_interval: body
             .auto_stop_interval
             .unwrap_or(DEFAULT_AUTO_STOP_MINUTES)
@@ -247,8 +249,6 @@ pub async fn create(
             .unwrap_or(DEFAULT_AUTO_DELETE_MINUTES),
         volumes,
         created_at: now,
-        state_reason: None,
-        state_changed_at: now,
         updated_at: now,
         last_activity_at: now,
         launched: None,
@@ -388,15 +388,15 @@ pub async fn get(
     org: AuthOrg,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<api::Sandbox>, ApiError> {
-    let sandbox = find(&state, org, &id).await?;
+    // A read is activity only when the sandbox's `sandbar.io/activity` label says `read`.
+    let sandbox = find_quietly(&state, org, &id).await?;
+    if crate::activity::ActivityPolicy::of(&sandbox).read {
+        state.activity().touch(sandbox.id);
+    }
     Ok(Json(to_wire(&state, &sandbox)))
 }
 
 /// `DELETE /api/sandbox/{id}` → 200 with the sandbox in state `destroyed`.
-pub async fn delete(
-    State(state): State<AppState>,
-    org: AuthOrg,
-    PathParams(id): PathParams<String>,
 #[utoipa::path(
     delete,
     path = "/api/sandbox/{id}",
@@ -410,16 +410,16 @@ pub async fn delete(
     ),
     security(("bearer" = [])),
 )]
+pub async fn delete(
+    State(state): State<AppState>,
+    org: AuthOrg,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<api::Sandbox>, ApiError> {
     let sandbox = find(&state, org, &id).await?;
     let gone = state.lifecycle().destroy(sandbox.id).await?;
     Ok(Json(to_wire(&state, &gone)))
 }
 
-pub async fn start(
-    State(state): State<AppState>,
-    org: AuthOrg,
-    PathParams(id): PathParams<String>,
 #[utoipa::path(
     post,
     path = "/api/sandbox/{id}/start",
@@ -433,6 +433,10 @@ pub async fn start(
     ),
     security(("bearer" = [])),
 )]
+pub async fn start(
+    State(state): State<AppState>,
+    org: AuthOrg,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<api::Sandbox>, ApiError> {
     let sandbox = find(&state, org, &id).await?;
     let sandbox = state.lifecycle().start(sandbox.id).await?;
@@ -440,10 +444,6 @@ pub async fn start(
 }
 
 /// `POST /api/sandbox/{id}/recover`: starts an errored sandbox again.
-pub async fn recover(
-    state: State<AppState>,
-    org: AuthOrg,
-    id: PathParams<String>,
 #[utoipa::path(
     post,
     path = "/api/sandbox/{id}/recover",
@@ -457,15 +457,15 @@ pub async fn recover(
     ),
     security(("bearer" = [])),
 )]
+pub async fn recover(
+    state: State<AppState>,
+    org: AuthOrg,
+    id: PathParams<String>,
 ) -> Result<Json<api::Sandbox>, ApiError> {
     start(state, org, id).await
 }
 
 /// `POST /api/sandbox/{id}/stop?force=`.
-pub async fn stop(
-    State(state): State<AppState>,
-    org: AuthOrg,
-    PathParams(id): PathParams<String>,
 #[utoipa::path(
     post,
     path = "/api/sandbox/{id}/stop",
@@ -479,14 +479,14 @@ pub async fn stop(
     ),
     security(("bearer" = [])),
 )]
+pub async fn stop(
+    State(state): State<AppState>,
+    org: AuthOrg,
+    PathParams(id): PathParams<String>,
     query: QueryPairs,
 ) -> Result<Json<api::Sandbox>, ApiError> {
     let force = query.bool("force")?.unwrap_or(false);
-    // A read is activity only when the sandbox's `sandbar.io/activity` label says `read`.
-    let sandbox = find_quietly(&state, org, &id).await?;
-    if crate::activity::ActivityPolicy::of(&sandbox).read {
-        state.activity().touch(sandbox.id);
-    }
+    let sandbox = find(&state, org, &id).await?;
     let sandbox = state.lifecycle().stop(sandbox.id, force).await?;
     Ok(Json(to_wire(&state, &sandbox)))
 }

@@ -7,7 +7,6 @@ use axum::Json;
 use sandbar_core::{Volume, VolumeState};
 use sandbar_wire::api;
 use tracing::warn;
-use uuid::Uuid;
 
 use crate::auth::AuthOrg;
 use crate::error::ApiError;
@@ -39,6 +38,7 @@ pub async fn create(
     JsonBody(body): JsonBody<api::CreateVolume>,
 ) -> Result<Json<api::Volume>, ApiError> {
     let name = body.name.unwrap_or_default();
+    Volume::validate_name(&name)?;
     let size = match body.size {
         None => None,
         Some(gib @ 1..=MAX_SIZE_GIB) => Some(u64::from(gib) << 30),
@@ -49,7 +49,6 @@ pub async fn create(
             })
         }
     };
-    Volume::validate_name(&name)?;
     let volume = state
         .store()
         .create_volume(org.0, &name, VolumeState::Ready)

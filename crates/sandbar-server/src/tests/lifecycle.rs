@@ -278,16 +278,25 @@ async fn the_scheduler_stops_archives_and_deletes_in_order() {
     let busy = busy["id"].as_str().unwrap().to_owned();
 
     let archived = app.wait_state(&id, "archived").await;
-    assert_eq!(archived["stateReason"], crate::lifecycle::reason::archived(1));
+    assert_eq!(
+        archived["stateReason"],
+        crate::lifecycle::reason::archived(1)
+    );
     assert!(app.runtime.calls().contains(&Call::Archive(id.clone())));
     // Gone after the delete interval.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let got = app.call(Method::GET, &format!("/api/sandbox/{id}"), None).await;
+        let got = app
+            .call(Method::GET, &format!("/api/sandbox/{id}"), None)
+            .await;
         if got.status == StatusCode::NOT_FOUND {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not deleted: {}", got.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not deleted: {}",
+            got.body
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let stops = app
@@ -298,7 +307,9 @@ async fn the_scheduler_stops_archives_and_deletes_in_order() {
         .count();
     assert_eq!(stops, 1, "auto-stop fires once");
     // autoStopInterval 0: never stopped.
-    let got = app.call(Method::GET, &format!("/api/sandbox/{busy}"), None).await;
+    let got = app
+        .call(Method::GET, &format!("/api/sandbox/{busy}"), None)
+        .await;
     assert_eq!(got.body["state"], "started");
     app.state.shutdown().await;
 }
@@ -308,17 +319,26 @@ async fn archived_sandboxes_restore_on_start_and_settle_after_a_crash() {
     let app = TestApp::new().await;
     let sb = app.create(json!({})).await;
     let id = sb["id"].as_str().unwrap().to_owned();
-    app.call(Method::POST, &format!("/api/sandbox/{id}/stop"), None).await;
-    let got = app.call(Method::POST, &format!("/api/sandbox/{id}/archive"), None).await;
+    app.call(Method::POST, &format!("/api/sandbox/{id}/stop"), None)
+        .await;
+    let got = app
+        .call(Method::POST, &format!("/api/sandbox/{id}/archive"), None)
+        .await;
     assert_eq!(got.body["state"], "archived");
-    assert!(got.body.get("stateReason").is_none(), "a requested archive has no reason");
+    assert!(
+        got.body.get("stateReason").is_none(),
+        "a requested archive has no reason"
+    );
     assert!(app.runtime.is_archived(&id));
-    let got = app.call(Method::POST, &format!("/api/sandbox/{id}/start"), None).await;
+    let got = app
+        .call(Method::POST, &format!("/api/sandbox/{id}/start"), None)
+        .await;
     assert_eq!(got.body["state"], "started");
     assert!(!app.runtime.is_archived(&id));
 
     // A crash while `archiving` with a complete archive finishes the archive at recovery.
-    app.call(Method::POST, &format!("/api/sandbox/{id}/stop"), None).await;
+    app.call(Method::POST, &format!("/api/sandbox/{id}/stop"), None)
+        .await;
     let uuid: Uuid = id.parse().unwrap();
     sandbar_runtime::SandboxRuntime::archive(&*app.runtime, &id)
         .await
@@ -339,7 +359,9 @@ async fn archived_sandboxes_restore_on_start_and_settle_after_a_crash() {
         .unwrap();
     let runtime = app.runtime.clone();
     let app = app.restart(runtime).await;
-    let got = app.call(Method::GET, &format!("/api/sandbox/{id}"), None).await;
+    let got = app
+        .call(Method::GET, &format!("/api/sandbox/{id}"), None)
+        .await;
     assert_eq!(got.body["state"], "archived");
     assert_eq!(
         got.body["stateReason"],
