@@ -118,6 +118,7 @@ fn run() -> Result<(), AgentError> {
     std::env::remove_var(CONFIG_ENV);
     std::env::remove_var(LOG_ENV);
     let listener = sys::adopt_listener(LISTEN_FD).map_err(AgentError::ListenFd)?;
+    sys::cloexec_above(LISTEN_FD);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         // File I/O goes through the blocking pool; keep it small and short-lived.
