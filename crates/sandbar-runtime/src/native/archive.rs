@@ -2,7 +2,9 @@
 //! file, and restoring it before the next start.
 //!
 //! Format: a tar stream (GNU headers for long names, a PAX `x` header before every entry that
-//! carries extended attributes as `SCHILY.xattr.<name>`) compressed with zstd, stored as
+//! carries extended attributes as `SANDBAR.xattr.<name>=<hex value>`: overlayfs values are
+//! binary file handles that may hold a newline, which the tar crate's PAX reader splits on)
+//! compressed with zstd, stored as
 //! `<sandbox dir>/layer.tar.zst`. Everything overlayfs relies on is kept: modes, owners (the
 //! sandbox's host uid range), mtimes, symlinks, hard links, fifos, device nodes (whiteouts are
 //! character devices 0/0) and `trusted.overlay.*` xattrs (opaque directories). Sockets are
@@ -43,7 +45,7 @@ pub const LAYER_DIRS: [&str; 2] = ["upper", "upper-usr"];
 /// Overlay work directories: scratch space, dropped with the layer and recreated at start.
 const WORK_DIRS: [&str; 2] = ["work", "work-usr"];
 const ZSTD_LEVEL: i32 = 3;
-const XATTR_PREFIX: &str = "SCHILY.xattr.";
+const XATTR_PREFIX: &str = "SANDBAR.xattr.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -350,6 +352,7 @@ fn append_pax<W: Write>(
 ) -> io::Result<()> {
     let mut data = Vec::new();
     for (name, value) in xattrs {
+        let value = hex_encode(value);
         let body_len = 1 + XATTR_PREFIX.len() + name.len() + 1 + value.len() + 1;
         // The length counts its own digits: find the fixed point.
         let mut len = body_len + 1;
@@ -357,7 +360,7 @@ fn append_pax<W: Write>(
             len = body_len + len.to_string().len();
         }
         data.extend_from_slice(format!("{len} {XATTR_PREFIX}{name}=").as_bytes());
-        data.extend_from_slice(value);
+        data.extend_from_slice(value.as_bytes());
         data.push(b'\n');
     }
     let mut header = Header::new_ustar();
@@ -365,6 +368,19 @@ fn append_pax<W: Write>(
     header.set_mode(0o644);
     header.set_size(data.len() as u64);
     builder.append_data(&mut header, "PaxHeaders/xattrs", data.as_slice())
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
 }
 
 /// A relative path of the archive, made of normal components only.
@@ -407,10 +423,12 @@ fn extract(archive: &Path, into: &Path) -> Result<(), ArchiveError> {
             for extension in extensions {
                 let extension = extension.map_err(archive_err)?;
                 if let Some(name) = extension.key_bytes().strip_prefix(XATTR_PREFIX.as_bytes()) {
-                    xattrs.push((
-                        OsStr::from_bytes(name).to_owned(),
-                        extension.value_bytes().to_vec(),
-                    ));
+                    let value = hex_decode(extension.value_bytes()).ok_or_else(|| {
+                        ArchiveError::BadEntry {
+                            entry: relative.display().to_string(),
+                        }
+                    })?;
+                    xattrs.push((OsStr::from_bytes(name).to_owned(), value));
                 }
             }
         }
@@ -550,6 +568,13 @@ mod tests {
             .unwrap();
             std::os::unix::fs::chown(upper.join("a"), Some(1 << 20), Some(1 << 20)).unwrap();
             xattr::set(upper.join("a"), "trusted.overlay.opaque", b"y").unwrap();
+            // Binary values (overlay file handles) may hold newlines and NULs.
+            xattr::set(
+                upper.join("a/file"),
+                "trusted.overlay.origin",
+                b"\x00\n=\xff\n",
+            )
+            .unwrap();
         }
         let before = tree(&upper);
         assert!(fifo_ok || !root);
@@ -565,6 +590,10 @@ mod tests {
             assert_eq!(
                 xattr::get(upper.join("a"), "trusted.overlay.opaque").unwrap(),
                 Some(b"y".to_vec())
+            );
+            assert_eq!(
+                xattr::get(upper.join("a/file"), "trusted.overlay.origin").unwrap(),
+                Some(b"\x00\n=\xff\n".to_vec())
             );
         }
     }
