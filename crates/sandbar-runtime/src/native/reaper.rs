@@ -38,15 +38,24 @@ impl Reaper {
         if let Some(r) = REAPER.get() {
             return Ok(r.clone());
         }
-        nix::sys::prctl::set_child_subreaper(true).map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
         let reaper = REAPER
-            .get_or_init(|| Arc::new(Reaper { state: Mutex::new(State::default()), children: Condvar::new() }))
+            .get_or_init(|| {
+                Arc::new(Reaper {
+                    state: Mutex::new(State::default()),
+                    children: Condvar::new(),
+                })
+            })
             .clone();
         static THREAD: OnceLock<()> = OnceLock::new();
         let mut spawn_error = None;
         THREAD.get_or_init(|| {
             let r = reaper.clone();
-            if let Err(e) = std::thread::Builder::new().name("sandbar-reaper".into()).spawn(move || r.reap_forever()) {
+            if let Err(e) = std::thread::Builder::new()
+                .name("sandbar-reaper".into())
+                .spawn(move || r.reap_forever())
+            {
                 spawn_error = Some(e);
             }
         });
@@ -62,7 +71,9 @@ impl Reaper {
         loop {
             match waitpid(None::<Pid>, None) {
                 Ok(WaitStatus::Exited(pid, code)) => self.deliver(pid.as_raw(), code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => self.deliver(pid.as_raw(), 128 + sig as i32),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.deliver(pid.as_raw(), 128 + sig as i32)
+                }
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(_) => {
                     // ECHILD: nothing to wait for until something is spawned.
