@@ -21,6 +21,7 @@ pub fn setup_and_exec(
     userns: &OwnedFd,
     listener: &OwnedFd,
     keep_alive: Option<RawFd>,
+    netns_ready: Option<OwnedFd>,
 ) -> Result<Infallible, JailError> {
     // The agent binary is opened now, from the host's view, and exec'd by descriptor later.
     // Kept at a high number so passing descriptors 3 and 4 to the agent cannot clobber it.
@@ -58,6 +59,10 @@ pub fn setup_and_exec(
             | CloneFlags::CLONE_NEWCGROUP,
     )
     .map_err(|e| JailError::sys("unshare the sandbox namespaces", nix_io(e)))?;
+    // The network namespace exists: the helper starts slirp4netns while we build the root.
+    if let Some(ready) = netns_ready {
+        let _ = nix::unistd::write(&ready, b"1");
+    }
     rootfs::build(config, userns.as_fd())?;
 
     nix::unistd::sethostname(&config.hostname)

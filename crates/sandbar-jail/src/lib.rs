@@ -140,6 +140,15 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
 
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| JailError::sys("create a pipe", nix_io(e)))?;
+    // Tells the helper the sandbox's network namespace exists, so slirp4netns starts while
+    // the root filesystem is being built instead of after it.
+    let netns_ready = match netpipe {
+        Some(_) => Some(
+            pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| JailError::sys("create a pipe", nix_io(e)))?,
+        ),
+        None => None,
+    };
 
     // SAFETY: this process is single-threaded (a freshly exec'd helper), so the child may run
     // arbitrary code after fork.
@@ -147,7 +156,12 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
         ForkResult::Child => {
             drop(err_r);
             let keep_alive = netpipe.as_ref().map(|(_, w)| w.as_raw_fd());
-            let message = match child::setup_and_exec(config, &userns, &listener, keep_alive) {
+            let ready = netns_ready.map(|(r, w)| {
+                drop(r);
+                w
+            });
+            let message = match child::setup_and_exec(config, &userns, &listener, keep_alive, ready)
+            {
                 Ok(never) => match never {},
                 Err(e) => error_chain(&e),
             };
@@ -161,6 +175,24 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
             drop(err_w);
             drop(userns);
             drop(listener);
+            // Start slirp4netns as soon as the network namespace exists.
+            let mut slirp = None;
+            if let (Some((net_r, net_w)), Some((ready_r, ready_w))) = (netpipe, netns_ready) {
+                drop(net_w);
+                drop(ready_w);
+                let mut byte = [0u8; 1];
+                if nix::unistd::read(ready_r.as_raw_fd(), &mut byte) == Ok(1) {
+                    let binary = config.network.slirp4netns.as_ref().expect("checked above");
+                    match network::Slirp::spawn(binary, child, net_r, &config.host_cgroups) {
+                        Ok(s) => slirp = Some(s),
+                        Err(e) => {
+                            let _ = kill(child, Signal::SIGKILL);
+                            let _ = waitpid(child, None);
+                            return Err(JailError::Network(e));
+                        }
+                    }
+                }
+            }
             let mut message = String::new();
             let _ = std::fs::File::from(err_r).read_to_string(&mut message);
             if !message.is_empty() {
@@ -170,12 +202,8 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
             }
             let start_time = sys::process_start_time(child.as_raw())
                 .map_err(|source| JailError::sys("read the sandbox init's start time", source))?;
-            if let Some((net_r, net_w)) = netpipe {
-                drop(net_w);
-                let slirp = config.network.slirp4netns.as_ref().expect("checked above");
-                if let Err(e) =
-                    network::start_slirp4netns(slirp, child, net_r, &config.host_cgroups)
-                {
+            if let Some(slirp) = slirp {
+                if let Err(e) = slirp.wait_ready() {
                     let _ = kill(child, Signal::SIGKILL);
                     return Err(JailError::Network(e));
                 }

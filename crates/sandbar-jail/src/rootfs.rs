@@ -301,19 +301,35 @@ fn mount_cgroups(config: &JailConfig, dir: &Path) -> Result<(), JailError> {
     let ro = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
     let single_v2 = config.cgroup_mounts.len() == 1 && config.cgroup_mounts[0].name.is_empty();
     if !single_v2 {
-        mount(Some("cgroup"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
-            .map_err(|e| JailError::sys("mount /sys/fs/cgroup", nix_io(e)))?;
+        mount(
+            Some("cgroup"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )
+        .map_err(|e| JailError::sys("mount /sys/fs/cgroup", nix_io(e)))?;
     }
     for m in &config.cgroup_mounts {
-        let target = if m.name.is_empty() { dir.to_path_buf() } else { dir.join(&m.name) };
+        let target = if m.name.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(&m.name)
+        };
         ensure_dir(&target)?;
         let data = (!m.options.is_empty()).then_some(m.options.as_str());
         // Informational only: a hierarchy that cannot be shown is left out, not fatal.
         let _ = mount(Some("cgroup"), &target, Some(m.fstype.as_str()), ro, data);
     }
     if !single_v2 {
-        mount(None::<&str>, dir, None::<&str>, MsFlags::MS_REMOUNT | ro, Some("mode=755"))
-            .map_err(|e| JailError::sys("make /sys/fs/cgroup read-only", nix_io(e)))?;
+        mount(
+            None::<&str>,
+            dir,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | ro,
+            Some("mode=755"),
+        )
+        .map_err(|e| JailError::sys("make /sys/fs/cgroup read-only", nix_io(e)))?;
     }
     Ok(())
 }

@@ -378,6 +378,12 @@ pub async fn serve_on(
         signalled.cancel();
     });
     let graceful = stopping.clone();
+    // Small responses (exec results, JSON) must not wait for Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app(state.clone()).into_make_service())
         .with_graceful_shutdown(async move { graceful.cancelled().await })
         .into_future();
