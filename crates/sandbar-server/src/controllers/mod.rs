@@ -15,6 +15,7 @@ mod openapi;
 mod preview;
 mod sandbox;
 mod snapshot;
+mod socketio;
 pub(crate) mod toolbox;
 mod volume;
 
@@ -85,8 +86,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/config", get(config::get))
         .route("/metrics", get(metrics::scrape))
         .route("/api/openapi.json", get(openapi::document))
-        .route("/api/socket.io", any(socket_io))
-        .route("/api/socket.io/{*rest}", any(socket_io))
+        .route("/api/socket.io", get(socketio::handler))
         // WebDAV authenticates on its own (Basic as well as Bearer, WWW-Authenticate on 401).
         .route("/dav/{volume}", any(dav::serve))
         .route("/dav/{volume}/", any(dav::serve))
@@ -94,14 +94,6 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-}
-
-/// The Socket.IO event stream is not implemented: answer 404 at once so the SDKs poll.
-async fn socket_io(method: Method, uri: Uri) -> ApiError {
-    ApiError::RouteNotFound {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -57,16 +57,16 @@ async fn requests_without_a_valid_key_get_401_envelopes() {
         .send(Method::POST, "/toolbox/x/process/execute", None, None)
         .await;
     assert_envelope(&reply, 401, "/toolbox/x/process/execute");
-    // The Socket.IO path answers 404 at once, without auth.
-    let reply = app
-        .send(
-            Method::GET,
-            "/api/socket.io/?EIO=4&transport=websocket",
-            None,
-            None,
-        )
-        .await;
-    assert_envelope(&reply, 404, "/api/socket.io/");
+    // The Socket.IO path answers a request that is no WebSocket upgrade (polling, or a plain
+    // GET) with 400 at once, without auth.
+    for uri in [
+        "/api/socket.io/?EIO=4&transport=websocket",
+        "/api/socket.io/?EIO=4&transport=polling",
+        "/api/socket.io/?EIO=3&transport=websocket",
+    ] {
+        let reply = app.send(Method::GET, uri, None, None).await;
+        assert_envelope(&reply, 400, "/api/socket.io/");
+    }
     // Unknown routes are 404 envelopes too.
     let reply = app.call(Method::GET, "/api/sandbox/", None).await;
     assert_eq!(reply.status, StatusCode::OK, "trailing slash");
