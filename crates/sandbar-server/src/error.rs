@@ -82,6 +82,7 @@ fn store_status(err: &StoreError) -> (StatusCode, &'static str) {
         StoreError::NameConflict { .. } => (StatusCode::CONFLICT, "CONFLICT"),
         StoreError::InvalidCursor => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
         StoreError::CreateDir { .. }
+        | StoreError::MigrationLock { .. }
         | StoreError::Open { .. }
         | StoreError::Migrate { .. }
         | StoreError::Query { .. }
@@ -140,10 +141,12 @@ impl ApiError {
                     | RuntimeError::Volume(_)
                     | RuntimeError::Snapshot { .. }
                     | RuntimeError::Archive { .. }
-                    | RuntimeError::Unsupported(_)
                     | RuntimeError::Task { .. } => INTERNAL,
+                    // What this runtime cannot do, or refuses to (a resize it cannot apply).
+                    RuntimeError::Unsupported(_) | RuntimeError::Resize { .. } => BAD,
                 },
                 LifecycleError::Task(_) => INTERNAL,
+                LifecycleError::ResizeRejected { .. } => BAD,
             },
         }
     }

@@ -56,10 +56,32 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        MIGRATOR
-            .run(&pool)
+        // sqlx does not lock SQLite migrations: a `sandbar keys …` command started while the
+        // server starts would apply the same migration twice. An exclusive lock on a file next
+        // to the database serialises the processes (released when `lock` is dropped).
+        let lock_path = data_dir.join(format!("{DATABASE_FILE}.migrate-lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::MigrationLock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
             .await
-            .map_err(|source| StoreError::Migrate { path, source })?;
+            .map_err(|e| StoreError::MigrationLock {
+                path: lock_path.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| StoreError::MigrationLock {
+                path: lock_path,
+                source,
+            })?;
+        let migrated = MIGRATOR.run(&pool).await;
+        drop(lock);
+        migrated.map_err(|source| StoreError::Migrate { path, source })?;
         Ok(Self { pool })
     }
 
@@ -73,6 +95,12 @@ impl Store {
 pub enum StoreError {
     #[error("failed to create data directory {path}")]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to lock {path} for migrations")]
+    MigrationLock {
         path: PathBuf,
         #[source]
         source: std::io::Error,
