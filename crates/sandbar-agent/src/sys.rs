@@ -35,7 +35,14 @@ pub fn adopt_listener(fd: i32) -> io::Result<UnixListener> {
 /// jail passes as fd 4, anything else leaked in): commands must only get their own stdio.
 pub fn cloexec_above(fd: i32) {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
-    let _ = unsafe { libc::syscall(libc::SYS_close_range, fd + 1, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            fd + 1,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
 }
 
 /// Identity a command switches to before exec.
