@@ -4,8 +4,9 @@
 //! git's messages are mapped to the daemon's git error codes (`GIT_REPO_NOT_FOUND`,
 //! `GIT_BRANCH_NOT_FOUND`, `GIT_BRANCH_EXISTS`, `GIT_AUTH_FAILED`, `GIT_PUSH_REJECTED`,
 //! `GIT_DIRTY_WORKTREE`, `GIT_MERGE_CONFLICT`, `GIT_TRANSPORT_FAILED`). Credentials given in a
-//! request travel as a one-off `http.extraHeader`, never written to the repository's config.
-//! Routes not listed in [`routes`] (reset, restore, config, credentials) answer 501.
+//! request travel as a one-off `http.extraHeader`, never written to the repository's config;
+//! only `POST /git/credentials` (`dangerously_authenticate`) stores them, in the user's
+//! `~/.git-credentials` through git's `store` helper, as its name warns.
 
 use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
@@ -17,14 +18,16 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use sandbar_wire::toolbox::{
-    code, GitAddRequest, GitBranchRequest, GitBranchesResponse, GitCheckoutRequest,
-    GitCloneRequest, GitCommitInfo, GitCommitRequest, GitCommitResponse, GitFileStatus,
-    GitInitRequest, GitRemoteRequest, GitStatus,
+    code, GitAddRemoteRequest, GitAddRequest, GitBranchRequest, GitBranchesResponse,
+    GitCheckoutRequest, GitCloneRequest, GitCommitInfo, GitCommitRequest, GitCommitResponse,
+    GitConfigResponse, GitConfigureUserRequest, GitCredentialsRequest, GitFileStatus,
+    GitInitRequest, GitRemote, GitRemoteRequest, GitRemotesResponse, GitResetRequest,
+    GitRestoreRequest, GitSetConfigRequest, GitStatus,
 };
 use serde::Deserialize;
 
 use crate::envelope::{DaemonError, JsonBody};
-use crate::launch::run_captured;
+use crate::launch::{run_captured, Captured};
 use crate::process::code_run::find_program;
 use crate::Agent;
 
@@ -46,6 +49,12 @@ pub fn routes() -> Router<Arc<Agent>> {
         .route("/git/push", post(push))
         .route("/git/pull", post(pull))
         .route("/git/history", get(history))
+        .route("/git/reset", post(reset))
+        .route("/git/restore", post(restore))
+        .route("/git/remotes", get(remotes).post(add_remote))
+        .route("/git/config", get(get_config).post(set_config))
+        .route("/git/config/user", post(configure_user))
+        .route("/git/credentials", post(authenticate))
         .route("/git/{*rest}", any(crate::system::not_offered))
 }
 
@@ -95,18 +104,42 @@ async fn git(
     args: &[OsString],
     credentials: Option<(&str, &str)>,
 ) -> Result<String, DaemonError> {
+    let captured = run_git(agent, cwd, args, credentials).await?;
+    if captured.exit_code == 0 {
+        return Ok(captured.output);
+    }
+    let (status, code) = classify(&captured.output);
+    Err(DaemonError::new(
+        status,
+        code,
+        captured.output.trim().to_owned(),
+    ))
+}
+
+/// The `git` of the sandbox's `PATH`; 501 when the snapshot has none.
+fn git_program(agent: &Agent) -> Result<std::path::PathBuf, DaemonError> {
     let path_var = agent
         .env_snapshot()
         .get("PATH")
         .cloned()
         .unwrap_or_default();
-    let Some(program) = find_program(&path_var, &["git"]) else {
-        return Err(DaemonError::new(
+    find_program(&path_var, &["git"]).ok_or_else(|| {
+        DaemonError::new(
             StatusCode::NOT_IMPLEMENTED,
             "NOT_IMPLEMENTED",
             "git is not installed in this sandbox",
-        ));
-    };
+        )
+    })
+}
+
+/// Runs `git args...` in `cwd` and returns how it ended, whatever its exit code.
+async fn run_git(
+    agent: &Agent,
+    cwd: Option<&str>,
+    args: &[OsString],
+    credentials: Option<(&str, &str)>,
+) -> Result<Captured, DaemonError> {
+    let program = git_program(agent)?;
     let mut full: Vec<OsString> = Vec::new();
     if let Some((user, password)) = credentials {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -126,18 +159,9 @@ async fn git(
     let mut envs = std::collections::BTreeMap::new();
     envs.insert("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned());
     envs.insert("LC_ALL".to_owned(), "C".to_owned());
-    let captured = run_captured(agent, &program, &args, &dir, Some(&envs), Some(GIT_TIMEOUT))
+    run_captured(agent, &program, &args, &dir, Some(&envs), Some(GIT_TIMEOUT))
         .await
-        .map_err(|err| DaemonError::internal(format!("cannot run git: {err}")))?;
-    if captured.exit_code == 0 {
-        return Ok(captured.output);
-    }
-    let (status, code) = classify(&captured.output);
-    Err(DaemonError::new(
-        status,
-        code,
-        captured.output.trim().to_owned(),
-    ))
+        .map_err(|err| DaemonError::internal(format!("cannot run git: {err}")))
 }
 
 fn os(args: &[&str]) -> Vec<OsString> {
@@ -499,6 +523,318 @@ async fn history(
     Ok(Json(commits))
 }
 
+/// A pathspec that matches nothing names a missing file, not a missing branch.
+fn pathspec_is_file(err: DaemonError) -> DaemonError {
+    if err.code == code::GIT_BRANCH_NOT_FOUND && err.message.contains("pathspec") {
+        DaemonError::new(StatusCode::NOT_FOUND, code::FILE_NOT_FOUND, err.message)
+    } else {
+        err
+    }
+}
+
+/// Refuses values git would read as options.
+fn plain(name: &str, value: &str) -> Result<(), DaemonError> {
+    if value.is_empty() || value.starts_with('-') {
+        return Err(DaemonError::bad_request(format!(
+            "{name} must be non-empty and must not start with '-': {value:?}"
+        )));
+    }
+    Ok(())
+}
+
+async fn reset(
+    State(agent): State<Arc<Agent>>,
+    JsonBody(r): JsonBody<GitResetRequest>,
+) -> Result<StatusCode, DaemonError> {
+    let mode = r.mode.as_deref().filter(|m| !m.is_empty());
+    if let Some(mode) = mode {
+        if !["soft", "mixed", "hard", "merge", "keep"].contains(&mode) {
+            return Err(DaemonError::bad_request(format!(
+                "unknown reset mode {mode:?}: expected soft, mixed, hard, merge or keep"
+            )));
+        }
+    }
+    let target = r.target.as_deref().filter(|t| !t.is_empty());
+    if let Some(target) = target {
+        plain("target", target)?;
+    }
+    let files = r.files.unwrap_or_default();
+    let mut args = os(&["reset", "--quiet"]);
+    if files.is_empty() {
+        args.push(format!("--{}", mode.unwrap_or("mixed")).into());
+        args.extend(target.map(OsString::from));
+        args.push("--".into());
+    } else {
+        // A reset of paths only touches the index.
+        if mode.is_some_and(|m| m != "mixed") {
+            return Err(DaemonError::bad_request(
+                "a reset limited to files only changes the index: mode must be mixed",
+            ));
+        }
+        args.extend(target.map(OsString::from));
+        args.push("--".into());
+        args.extend(files.iter().map(OsString::from));
+    }
+    git(&agent, Some(&r.path), &args, None)
+        .await
+        .map_err(pathspec_is_file)?;
+    Ok(StatusCode::OK)
+}
+
+async fn restore(
+    State(agent): State<Arc<Agent>>,
+    JsonBody(r): JsonBody<GitRestoreRequest>,
+) -> Result<StatusCode, DaemonError> {
+    if r.files.is_empty() {
+        return Err(DaemonError::bad_request(
+            "files must name at least one path",
+        ));
+    }
+    let mut args = os(&["restore"]);
+    if let Some(source) = r.source.as_deref().filter(|s| !s.is_empty()) {
+        args.push(format!("--source={source}").into());
+    }
+    // git's default (the working tree) when neither is asked for.
+    if r.staged == Some(true) {
+        args.push("--staged".into());
+    }
+    if r.worktree == Some(true) {
+        args.push("--worktree".into());
+    }
+    args.push("--".into());
+    args.extend(r.files.iter().map(OsString::from));
+    git(&agent, Some(&r.path), &args, None)
+        .await
+        .map_err(pathspec_is_file)?;
+    Ok(StatusCode::OK)
+}
+
+/// Parses `git remote -v`: one `name<TAB>url (fetch)` line per remote.
+fn parse_remotes(output: &str) -> Vec<GitRemote> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once('\t')?;
+            let url = rest.strip_suffix(" (fetch)")?;
+            Some(GitRemote {
+                name: name.to_owned(),
+                url: url.to_owned(),
+            })
+        })
+        .collect()
+}
+
+async fn remotes(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<PathQuery>,
+) -> Result<Json<GitRemotesResponse>, DaemonError> {
+    let output = git(&agent, q.path.as_deref(), &os(&["remote", "-v"]), None).await?;
+    Ok(Json(GitRemotesResponse {
+        remotes: parse_remotes(&output),
+    }))
+}
+
+async fn add_remote(
+    State(agent): State<Arc<Agent>>,
+    JsonBody(r): JsonBody<GitAddRemoteRequest>,
+) -> Result<StatusCode, DaemonError> {
+    plain("name", &r.name)?;
+    plain("url", &r.url)?;
+    let existing = git(&agent, Some(&r.path), &os(&["remote"]), None).await?;
+    if existing.lines().any(|name| name == r.name) {
+        if r.overwrite != Some(true) {
+            return Err(DaemonError::new(
+                StatusCode::CONFLICT,
+                code::CONFLICT,
+                format!(
+                    "remote {} already exists (pass overwrite to replace it)",
+                    r.name
+                ),
+            ));
+        }
+        git(
+            &agent,
+            Some(&r.path),
+            &os(&["remote", "set-url", &r.name, &r.url]),
+            None,
+        )
+        .await?;
+    } else {
+        git(
+            &agent,
+            Some(&r.path),
+            &os(&["remote", "add", &r.name, &r.url]),
+            None,
+        )
+        .await?;
+    }
+    if r.fetch == Some(true) {
+        git(
+            &agent,
+            Some(&r.path),
+            &os(&["fetch", "--quiet", &r.name]),
+            None,
+        )
+        .await?;
+    }
+    Ok(StatusCode::CREATED)
+}
+
+/// The `git config` scope flag and the directory to run in: a local scope needs `path`.
+fn config_scope<'a>(
+    scope: Option<&str>,
+    path: Option<&'a str>,
+) -> Result<(&'static str, Option<&'a str>), DaemonError> {
+    let path = path.filter(|p| !p.is_empty());
+    match scope.filter(|s| !s.is_empty()).unwrap_or("global") {
+        "global" => Ok(("--global", path)),
+        "system" => Ok(("--system", path)),
+        "local" => match path {
+            Some(path) => Ok(("--local", Some(path))),
+            None => Err(DaemonError::bad_request(
+                "path is required when scope is local",
+            )),
+        },
+        other => Err(DaemonError::bad_request(format!(
+            "unknown config scope {other:?}: expected global, local or system"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConfigQuery {
+    key: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+async fn get_config(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<ConfigQuery>,
+) -> Result<Json<GitConfigResponse>, DaemonError> {
+    plain("key", &q.key)?;
+    let (flag, cwd) = config_scope(q.scope.as_deref(), q.path.as_deref())?;
+    let args = os(&["config", flag, "--get", &q.key]);
+    let captured = run_git(&agent, cwd, &args, None).await?;
+    match captured.exit_code {
+        0 => Ok(Json(GitConfigResponse {
+            value: Some(captured.output.trim_end_matches('\n').to_owned()),
+        })),
+        // Exit 1 without a word: the key is not set.
+        1 if captured.output.trim().is_empty() => Ok(Json(GitConfigResponse { value: None })),
+        _ => {
+            let (status, code) = classify(&captured.output);
+            Err(DaemonError::new(
+                status,
+                code,
+                captured.output.trim().to_owned(),
+            ))
+        }
+    }
+}
+
+async fn set_config(
+    State(agent): State<Arc<Agent>>,
+    JsonBody(r): JsonBody<GitSetConfigRequest>,
+) -> Result<StatusCode, DaemonError> {
+    plain("key", &r.key)?;
+    let (flag, cwd) = config_scope(r.scope.as_deref(), r.path.as_deref())?;
+    git(&agent, cwd, &os(&["config", flag, &r.key, &r.value]), None).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn configure_user(
+    State(agent): State<Arc<Agent>>,
+    JsonBody(r): JsonBody<GitConfigureUserRequest>,
+) -> Result<StatusCode, DaemonError> {
+    let (flag, cwd) = config_scope(r.scope.as_deref(), r.path.as_deref())?;
+    git(
+        &agent,
+        cwd,
+        &os(&["config", flag, "user.name", &r.name]),
+        None,
+    )
+    .await?;
+    git(
+        &agent,
+        cwd,
+        &os(&["config", flag, "user.email", &r.email]),
+        None,
+    )
+    .await?;
+    Ok(StatusCode::OK)
+}
+
+/// Stores credentials for `protocol://host` with git's `store` helper (`~/.git-credentials`,
+/// plain text) and makes that helper the user's global one.
+async fn authenticate(
+    State(agent): State<Arc<Agent>>,
+    JsonBody(r): JsonBody<GitCredentialsRequest>,
+) -> Result<StatusCode, DaemonError> {
+    let host = r
+        .host
+        .as_deref()
+        .filter(|h| !h.is_empty())
+        .unwrap_or("github.com");
+    let protocol = r
+        .protocol
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .unwrap_or("https");
+    for (name, value) in [
+        ("username", r.username.as_str()),
+        ("password", r.password.as_str()),
+        ("host", host),
+        ("protocol", protocol),
+    ] {
+        if value.is_empty() || value.contains(['\n', '\0']) {
+            return Err(DaemonError::bad_request(format!(
+                "{name} must be non-empty and on one line"
+            )));
+        }
+    }
+    git(
+        &agent,
+        None,
+        &os(&["config", "--global", "credential.helper", "store"]),
+        None,
+    )
+    .await?;
+    // `git credential approve` reads the credential on stdin: hand it over through the
+    // environment of a shell, never on a command line.
+    let program = git_program(&agent)?;
+    let credential = format!(
+        "protocol={protocol}\nhost={host}\nusername={}\npassword={}\n\n",
+        r.username, r.password
+    );
+    let mut envs = std::collections::BTreeMap::new();
+    envs.insert("SANDBAR_GIT_CREDENTIAL".to_owned(), credential);
+    envs.insert("SANDBAR_GIT".to_owned(), program.display().to_string());
+    envs.insert("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned());
+    let script = r#"printf '%s' "$SANDBAR_GIT_CREDENTIAL" | "$SANDBAR_GIT" credential approve"#;
+    let args: [&OsStr; 2] = ["-c".as_ref(), script.as_ref()];
+    let cwd = agent.resolve_path(None);
+    let captured = run_captured(
+        &agent,
+        &agent.shell,
+        &args,
+        &cwd,
+        Some(&envs),
+        Some(GIT_TIMEOUT),
+    )
+    .await
+    .map_err(|err| DaemonError::internal(format!("cannot run git: {err}")))?;
+    if captured.exit_code != 0 {
+        return Err(DaemonError::internal(format!(
+            "git credential approve failed: {}",
+            captured.output.trim()
+        )));
+    }
+    Ok(StatusCode::OK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,6 +866,37 @@ mod tests {
             "trunk"
         );
         assert_eq!(parse_status("## HEAD (no branch)\n").detached, Some(true));
+    }
+
+    #[test]
+    fn remotes_are_parsed_from_fetch_lines() {
+        let remotes = parse_remotes(
+            "origin\thttps://example.com/a.git (fetch)\norigin\thttps://example.com/a.git (push)\nup\t/srv/b.git (fetch)\nup\tssh://push/b (push)\n",
+        );
+        assert_eq!(
+            remotes,
+            [
+                GitRemote {
+                    name: "origin".into(),
+                    url: "https://example.com/a.git".into()
+                },
+                GitRemote {
+                    name: "up".into(),
+                    url: "/srv/b.git".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn config_scopes() {
+        assert_eq!(config_scope(None, None).unwrap(), ("--global", None));
+        assert_eq!(
+            config_scope(Some("local"), Some("repo")).unwrap(),
+            ("--local", Some("repo"))
+        );
+        assert!(config_scope(Some("local"), None).is_err());
+        assert!(config_scope(Some("worktree"), None).is_err());
     }
 
     #[test]

@@ -136,6 +136,8 @@ pub enum RuntimeError {
     },
     #[error("the {0} operation is not supported by this runtime")]
     Unsupported(&'static str),
+    #[error("cannot resize sandbox {id}: {reason}")]
+    Resize { id: String, reason: String },
     #[error("background task of sandbox {id} failed")]
     Task {
         id: String,
@@ -225,6 +227,14 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     async fn settle_archive(&self, id: &str) -> Result<(), RuntimeError> {
         let _ = id;
         Ok(())
+    }
+
+    /// Applies new CPU, memory and process limits to a running sandbox, live. A stopped
+    /// sandbox needs no call: [`SandboxRuntime::start`] applies the spec's limits. Disk is not
+    /// part of it (no backend has a per-sandbox disk quota).
+    async fn resize(&self, id: &str, resources: Resources) -> Result<(), RuntimeError> {
+        let _ = (id, resources);
+        Err(RuntimeError::Unsupported("resize"))
     }
 
     /// Current resource use of a sandbox.

@@ -38,7 +38,7 @@ use self::pidfd::PidFd;
 use self::reaper::Reaper;
 use self::snapshot::SnapshotStore;
 use self::volume::LoopVolumes;
-use crate::{ExitInfo, Launched, RuntimeError, SandboxRuntime, SandboxSpec, Usage};
+use crate::{ExitInfo, Launched, Resources, RuntimeError, SandboxRuntime, SandboxSpec, Usage};
 
 /// First host uid of the first sandbox's range; ranges are 65536 ids wide.
 const UID_FIRST: u32 = 1 << 20;
@@ -557,6 +557,10 @@ impl SandboxRuntime for NativeRuntime {
 
     async fn settle_archive(&self, id: &str) -> Result<(), RuntimeError> {
         self.archive_step(id, "settle", archive::settle).await
+    }
+
+    async fn resize(&self, id: &str, resources: Resources) -> Result<(), RuntimeError> {
+        self.cgroups.resize(id, &resources)
     }
 
     fn usage(&self, id: &str) -> Usage {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use sandbar_core::lifecycle::{self, Action, Plan};
-use sandbar_core::{DesiredState, LaunchedProcess, Sandbox, SandboxState};
+use sandbar_core::{DesiredState, LaunchedProcess, Sandbox, SandboxResources, SandboxState};
 use sandbar_runtime::volume::DirVolumes;
 use sandbar_runtime::{
     ExitInfo, Launched, Mount, Resources, RuntimeError, SandboxRuntime, SandboxSpec, VolumeStorage,
@@ -83,6 +83,8 @@ pub enum LifecycleError {
     },
     #[error("sandbox operation task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error("cannot resize sandbox {id}: {reason}")]
+    ResizeRejected { id: Uuid, reason: String },
 }
 
 impl From<StoreError> for LifecycleError {
@@ -294,19 +296,13 @@ impl Lifecycle {
                 read_only: false,
             });
         }
-        let clamp = |value: i64| u32::try_from(value.max(1)).unwrap_or(u32::MAX);
         Ok(SandboxSpec {
             id: sandbox.id.to_string(),
             hostname: sandbox.hostname(),
             snapshot: sandbox.snapshot.clone(),
             user: sandbox.user.clone(),
             env: sandbox.env.clone(),
-            resources: Resources {
-                cpu: clamp(sandbox.resources.cpu),
-                memory_mib: u64::from(clamp(sandbox.resources.memory)) * 1024,
-                disk_gib: clamp(sandbox.resources.disk),
-                ..Resources::default()
-            },
+            resources: runtime_resources(&sandbox.resources),
             network_block_all: sandbox.network_block_all,
             mounts,
         })
@@ -560,6 +556,82 @@ impl Lifecycle {
             timer.finish(true);
             info!(sandbox = %id, bytes, "sandbox archived");
             Ok(archived)
+        })
+        .await
+    }
+
+    /// Gives a sandbox a new CPU, memory and disk allocation and records it. A started sandbox
+    /// gets the new CPU and memory limits live (a memory limit below what it uses now is
+    /// refused); a stopped, archived or errored one picks them up at its next start. The
+    /// caller has checked the values; disk is only recorded (no backend enforces it live).
+    pub async fn resize(
+        &self,
+        id: Uuid,
+        resources: SandboxResources,
+    ) -> Result<Sandbox, LifecycleError> {
+        let this = self.clone();
+        self.detached(async move {
+            let _guard = this.lock(id).await;
+            let sandbox = this
+                .inner
+                .store
+                .get_sandbox(id)
+                .await?
+                .ok_or(LifecycleError::NotFound(id))?;
+            let rejected = |reason: String| LifecycleError::ResizeRejected { id, reason };
+            match sandbox.state {
+                SandboxState::Started => {
+                    let key = id.to_string();
+                    let limits = runtime_resources(&resources);
+                    let in_use = this.inner.runtime.usage(&key).memory_bytes;
+                    if in_use > limits.memory_mib * 1024 * 1024 {
+                        return Err(rejected(format!(
+                            "it uses {} MiB of memory now, more than the new limit of {} GiB",
+                            in_use.div_ceil(1024 * 1024),
+                            resources.memory
+                        )));
+                    }
+                    this.inner.runtime.resize(&key, limits).await.map_err(
+                        |source| match source {
+                            RuntimeError::Resize { reason, .. } => rejected(reason),
+                            source => LifecycleError::Runtime {
+                                action: "resize",
+                                id,
+                                source,
+                            },
+                        },
+                    )?;
+                }
+                SandboxState::Stopped | SandboxState::Archived | SandboxState::Error => {}
+                state => {
+                    return Err(rejected(format!(
+                        "it is {}; resize a started or stopped sandbox",
+                        state.as_str()
+                    )))
+                }
+            }
+            let resized = this
+                .inner
+                .store
+                .update_sandbox(
+                    id,
+                    SandboxChange::Resources {
+                        cpu: resources.cpu,
+                        memory: resources.memory,
+                        disk: resources.disk,
+                    },
+                )
+                .await?
+                .ok_or(LifecycleError::NotFound(id))?;
+            info!(
+                sandbox = %id,
+                cpu = resources.cpu,
+                memory_gib = resources.memory,
+                disk_gib = resources.disk,
+                live = sandbox.state == SandboxState::Started,
+                "sandbox resized"
+            );
+            Ok(resized)
         })
         .await
     }
@@ -877,6 +949,17 @@ impl Lifecycle {
             }
         }
         Ok(())
+    }
+}
+
+/// The runtime's limits for a sandbox's allocation (`memory` and `disk` in GiB).
+fn runtime_resources(resources: &SandboxResources) -> Resources {
+    let clamp = |value: i64| u32::try_from(value.max(1)).unwrap_or(u32::MAX);
+    Resources {
+        cpu: clamp(resources.cpu),
+        memory_mib: u64::from(clamp(resources.memory)) * 1024,
+        disk_gib: clamp(resources.disk),
+        ..Resources::default()
     }
 }
 

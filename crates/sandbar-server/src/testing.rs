@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
-use sandbar_runtime::{ExitInfo, Launched, RuntimeError, SandboxRuntime, SandboxSpec};
+use sandbar_runtime::{
+    ExitInfo, Launched, Resources, RuntimeError, SandboxRuntime, SandboxSpec, Usage,
+};
 use tokio::sync::watch;
 
 /// One call the server made.
@@ -17,6 +19,7 @@ pub enum Call {
     Stop { id: String, force: bool },
     Destroy(String),
     Archive(String),
+    Resize { id: String, resources: Resources },
 }
 
 #[derive(Default)]
@@ -31,6 +34,10 @@ struct FakeState {
     fail_next_start: Option<String>,
     /// Sandboxes whose layer is archived (restored by the next start).
     archived: HashSet<String>,
+    /// Memory in use per sandbox (bytes), as [`SandboxRuntime::usage`] reports it.
+    memory_bytes: HashMap<String, u64>,
+    /// Limits in force per running sandbox: the start's, then each live resize's.
+    limits: HashMap<String, Resources>,
 }
 
 pub struct FakeRuntime {
@@ -74,6 +81,16 @@ impl FakeRuntime {
     /// The spec of the last start of `id`.
     pub fn spec(&self, id: &str) -> Option<SandboxSpec> {
         self.with(|s| s.specs.get(id).cloned())
+    }
+
+    /// The limits in force on running sandbox `id` (start's spec, then live resizes).
+    pub fn limits(&self, id: &str) -> Option<Resources> {
+        self.with(|s| s.limits.get(id).copied())
+    }
+
+    /// Makes [`SandboxRuntime::usage`] report `bytes` of memory in use by `id`.
+    pub fn set_memory_usage(&self, id: &str, bytes: u64) {
+        self.with(|s| s.memory_bytes.insert(id.to_owned(), bytes));
     }
 
     pub fn is_running(&self, id: &str) -> bool {
@@ -123,6 +140,7 @@ impl FakeRuntime {
     }
 
     fn end(state: &mut FakeState, id: &str) {
+        state.limits.remove(id);
         if let Some((_, exit)) = state.running.remove(id) {
             let _ = exit.send(Some(ExitInfo { oom_killed: false }));
         }
@@ -152,6 +170,7 @@ impl SandboxRuntime for FakeRuntime {
             };
             let (tx, _) = watch::channel(None);
             s.running.insert(spec.id.clone(), (launched, tx));
+            s.limits.insert(spec.id.clone(), spec.resources);
             Ok(launched)
         })
     }
@@ -203,6 +222,30 @@ impl SandboxRuntime for FakeRuntime {
 
     fn is_archived(&self, id: &str) -> bool {
         FakeRuntime::is_archived(self, id)
+    }
+
+    async fn resize(&self, id: &str, resources: Resources) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            s.calls.push(Call::Resize {
+                id: id.to_owned(),
+                resources,
+            });
+            if !s.running.contains_key(id) {
+                return Err(RuntimeError::Resize {
+                    id: id.to_owned(),
+                    reason: "the sandbox is not running".to_owned(),
+                });
+            }
+            s.limits.insert(id.to_owned(), resources);
+            Ok(())
+        })
+    }
+
+    fn usage(&self, id: &str) -> Usage {
+        Usage {
+            memory_bytes: self.with(|s| s.memory_bytes.get(id).copied().unwrap_or(0)),
+            ..Usage::default()
+        }
     }
 
     fn is_alive(&self, launched: Launched) -> bool {

@@ -44,6 +44,12 @@ pub enum SandboxChange {
     },
     /// Moves `last_activity_at` forward (never back).
     Activity(DateTime<Utc>),
+    /// New CPU, memory and disk allocation (GPU stays).
+    Resources {
+        cpu: i64,
+        memory: i64,
+        disk: i64,
+    },
 }
 
 /// Sort keys of the list (`SandboxListSortField`).
@@ -320,6 +326,12 @@ impl Store {
             )
             .bind(block_all)
             .bind(allow_list),
+            SandboxChange::Resources { cpu, memory, disk } => sqlx::query(
+                "UPDATE sandboxes SET cpu = ?, memory = ?, disk = ?, updated_at = ? WHERE id = ? RETURNING *",
+            )
+            .bind(cpu)
+            .bind(memory)
+            .bind(disk),
             SandboxChange::Activity(at) => {
                 let row = sqlx::query(
                     "UPDATE sandboxes SET last_activity_at = max(last_activity_at, ?) WHERE id = ? RETURNING *",

@@ -191,6 +191,20 @@ pub struct NetworkSettings {
     pub domain_allow_list: Option<String>,
 }
 
+/// Body of `POST /api/sandbox/{id}/resize`: the new allocation; absent keys stay as they are.
+/// `memory` and `disk` in GiB.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResizeSandbox {
+    #[serde(default)]
+    pub cpu: Option<i64>,
+    #[serde(default)]
+    pub memory: Option<i64>,
+    #[serde(default)]
+    pub disk: Option<i64>,
+}
+
 /// Answer of `GET /api/sandbox/{id}/toolbox-proxy-url`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -520,3 +520,90 @@ pub struct GitCommitInfo {
     pub message: String,
     pub timestamp: String,
 }
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitResetRequest {
+    pub path: String,
+    /// `soft`, `mixed` (default), `hard`, `merge` or `keep`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Revision to reset to (default `HEAD`).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Limits the reset to these paths (index only).
+    #[serde(default)]
+    pub files: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitRestoreRequest {
+    pub path: String,
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub staged: Option<bool>,
+    #[serde(default)]
+    pub worktree: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitAddRemoteRequest {
+    pub path: String,
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub fetch: Option<bool>,
+    #[serde(default)]
+    pub overwrite: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitRemote {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitRemotesResponse {
+    pub remotes: Vec<GitRemote>,
+}
+
+/// Answer of `GET /git/config`: `value` is null when the key is not set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitConfigResponse {
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitSetConfigRequest {
+    pub key: String,
+    pub value: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `global` (default), `local` (needs `path`) or `system`.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitConfigureUserRequest {
+    pub name: String,
+    pub email: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitCredentialsRequest {
+    pub username: String,
+    pub password: String,
+    /// Default `github.com`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Default `https`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+}

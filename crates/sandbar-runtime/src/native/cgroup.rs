@@ -194,6 +194,66 @@ impl Cgroups {
         Ok(self.dirs(id))
     }
 
+    /// Changes the CPU quota, memory limit and process limit of a running sandbox's cgroups.
+    /// Fails with [`RuntimeError::Resize`] when the sandbox has no cgroups (not running) or
+    /// when the kernel cannot bring memory use under a lower limit (v1 answers EBUSY).
+    pub fn resize(&self, id: &str, res: &Resources) -> Result<(), RuntimeError> {
+        let memory = res.memory_mib * 1024 * 1024;
+        let quota = u64::from(res.cpu.max(1)) * CFS_PERIOD_US;
+        let rejected = |reason: String| RuntimeError::Resize {
+            id: id.to_owned(),
+            reason,
+        };
+        if self.dirs(id).iter().any(|dir| !dir.is_dir()) {
+            return Err(rejected("the sandbox is not running".to_owned()));
+        }
+        let write = |path: PathBuf, value: String| -> Result<(), RuntimeError> {
+            std::fs::write(&path, value).map_err(|source| {
+                if source.raw_os_error() == Some(libc::EBUSY) {
+                    rejected(format!(
+                        "the sandbox uses more memory than the new limit of {} MiB",
+                        res.memory_mib
+                    ))
+                } else {
+                    cg_err(&path)(source)
+                }
+            })
+        };
+        match self {
+            Cgroups::V1(_) => {
+                if let Some(dir) = self.v1_dir("memory", id) {
+                    let current = std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .unwrap_or(u64::MAX);
+                    // memory+swap must stay >= memory: raise it first, lower it last. Hosts
+                    // without swap accounting have no such file.
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    if memory >= current {
+                        let _ = std::fs::write(&memsw, memory.to_string());
+                        write(dir.join("memory.limit_in_bytes"), memory.to_string())?;
+                    } else {
+                        write(dir.join("memory.limit_in_bytes"), memory.to_string())?;
+                        let _ = std::fs::write(&memsw, memory.to_string());
+                    }
+                }
+                if let Some(dir) = self.v1_dir("cpu", id) {
+                    write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+                }
+                if let Some(dir) = self.v1_dir("pids", id) {
+                    write(dir.join("pids.max"), res.pids.to_string())?;
+                }
+            }
+            Cgroups::V2(root) => {
+                let dir = root.join(GROUP).join(id);
+                write(dir.join("memory.max"), memory.to_string())?;
+                write(dir.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}"))?;
+                write(dir.join("pids.max"), res.pids.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Pids of every process in the sandbox's cgroups.
     pub fn procs(&self, id: &str) -> Vec<i32> {
         let mut pids: Vec<i32> = self
@@ -317,6 +377,59 @@ mod tests {
             ],
             "cpu and cpuacct share one hierarchy and are joined once"
         );
+    }
+
+    #[test]
+    fn resize_rewrites_the_limits_of_existing_cgroups() {
+        let root = tempfile::tempdir().unwrap();
+        let mut map = BTreeMap::new();
+        for controller in ["memory", "pids", "cpu"] {
+            map.insert(controller.to_string(), root.path().join(controller));
+        }
+        let v1 = Cgroups::V1(map);
+        let read = |path: &str| std::fs::read_to_string(root.path().join(path)).unwrap();
+        let small = Resources {
+            cpu: 1,
+            memory_mib: 1024,
+            ..Resources::default()
+        };
+        assert!(
+            matches!(v1.resize("abc", &small), Err(RuntimeError::Resize { .. })),
+            "no cgroups: not running"
+        );
+        v1.create("abc", &small).unwrap();
+        let big = Resources {
+            cpu: 2,
+            memory_mib: 3072,
+            pids: 50,
+            ..Resources::default()
+        };
+        v1.resize("abc", &big).unwrap();
+        assert_eq!(
+            read("memory/sandbar/abc/memory.limit_in_bytes"),
+            "3221225472"
+        );
+        assert_eq!(
+            read("memory/sandbar/abc/memory.memsw.limit_in_bytes"),
+            "3221225472"
+        );
+        assert_eq!(read("cpu/sandbar/abc/cpu.cfs_quota_us"), "200000");
+        assert_eq!(read("pids/sandbar/abc/pids.max"), "50");
+        v1.resize("abc", &small).unwrap();
+        assert_eq!(
+            read("memory/sandbar/abc/memory.limit_in_bytes"),
+            "1073741824"
+        );
+        assert_eq!(
+            read("memory/sandbar/abc/memory.memsw.limit_in_bytes"),
+            "1073741824"
+        );
+
+        let v2 = Cgroups::V2(root.path().join("unified"));
+        std::fs::create_dir_all(root.path().join("unified/sandbar/xyz")).unwrap();
+        v2.resize("xyz", &big).unwrap();
+        assert_eq!(read("unified/sandbar/xyz/memory.max"), "3221225472");
+        assert_eq!(read("unified/sandbar/xyz/cpu.max"), "200000 100000");
     }
 
     #[test]

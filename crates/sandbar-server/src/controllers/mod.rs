@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/api/sandbox/{id}/network-settings",
             post(sandbox::set_network),
         )
+        .route("/api/sandbox/{id}/resize", post(sandbox::resize))
         .route("/api/sandbox/{id}/last-activity", post(sandbox::touch))
         .route(
             "/api/sandbox/{id}/toolbox-proxy-url",

@@ -35,6 +35,7 @@ use utoipa::{Modify, OpenApi};
         super::sandbox::set_auto_delete,
         super::sandbox::set_public,
         super::sandbox::set_network,
+        super::sandbox::resize,
         super::sandbox::touch,
         super::sandbox::toolbox_proxy_url,
         super::preview::preview_url,

@@ -719,6 +719,57 @@ pub async fn set_network(
     Ok(Json(to_wire(&state, &sandbox)))
 }
 
+/// `POST /api/sandbox/{id}/resize` `{cpu?, memory?, disk?}` → 200 Sandbox. A started sandbox
+/// gets the new CPU and memory limits live; a stopped one at its next start. Disk cannot
+/// change: Sandbar has no per-sandbox disk quota.
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/{id}/resize",
+    operation_id = "resizeSandbox",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = api::ResizeSandbox,
+    responses(
+        (status = 200, description = "The resized sandbox", body = api::Sandbox),
+        (status = "4XX", description = "Error envelope", body = api::ErrorBody),
+        (status = "5XX", description = "Error envelope", body = api::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn resize(
+    State(state): State<AppState>,
+    org: AuthOrg,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<api::ResizeSandbox>,
+) -> Result<Json<api::Sandbox>, ApiError> {
+    let sandbox = find(&state, org, &id).await?;
+    if body.cpu.is_none() && body.memory.is_none() && body.disk.is_none() {
+        return Err(ApiError::InvalidParameter {
+            name: "resources",
+            message: "give at least one of cpu, memory and disk".to_owned(),
+        });
+    }
+    let current = sandbox.resources;
+    if let Some(disk) = body.disk.filter(|disk| *disk != current.disk) {
+        return Err(ApiError::InvalidParameter {
+            name: "disk",
+            message: format!(
+                "cannot change disk from {} to {disk} GiB: Sandbar has no per-sandbox disk quota \
+                 (the writable layer lives on the host's filesystem), so disk cannot be resized",
+                current.disk
+            ),
+        });
+    }
+    let resources = SandboxResources {
+        cpu: body.cpu.unwrap_or(current.cpu),
+        memory: body.memory.unwrap_or(current.memory),
+        ..current
+    };
+    resources.validate()?;
+    let sandbox = state.lifecycle().resize(sandbox.id, resources).await?;
+    Ok(Json(to_wire(&state, &sandbox)))
+}
+
 /// `POST /api/sandbox/{id}/last-activity` → 201, no body.
 #[utoipa::path(
     post,

@@ -626,3 +626,122 @@ async fn volumes_and_snapshots_shapes() {
     let message = assert_envelope(&missing, 404, "/api/snapshots/daytonaio%2Fsandbox%3A0.5.0");
     assert!(message.contains("daytonaio/sandbox:0.5.0"), "{message}");
 }
+
+#[tokio::test]
+async fn resize_applies_live_and_at_next_start() {
+    let app = TestApp::new().await;
+    let sb = app.create(json!({"cpu": 1, "memory": 2, "disk": 3})).await;
+    let id = sb["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/sandbox/{id}/resize");
+
+    // Live: new CPU and memory limits on the running sandbox, recorded.
+    let reply = app
+        .call(Method::POST, &path, Some(json!({"cpu": 2, "memory": 4})))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_sandbox_shape(&reply.body);
+    assert_eq!(
+        (
+            &reply.body["cpu"],
+            &reply.body["memory"],
+            &reply.body["disk"]
+        ),
+        (&json!(2), &json!(4), &json!(3))
+    );
+    assert_eq!(reply.body["state"], "started");
+    let limits = app.runtime.limits(&id).unwrap();
+    assert_eq!((limits.cpu, limits.memory_mib), (2, 4096));
+    assert!(app.runtime.calls().iter().any(|c| matches!(
+        c,
+        Call::Resize { id: got, resources } if *got == id && resources.memory_mib == 4096
+    )));
+    let got = app
+        .call(Method::GET, &format!("/api/sandbox/{id}"), None)
+        .await;
+    assert_eq!(
+        (&got.body["cpu"], &got.body["memory"]),
+        (&json!(2), &json!(4))
+    );
+
+    // A memory limit below what the sandbox uses now is refused, nothing changes.
+    app.runtime.set_memory_usage(&id, 3 * 1024 * 1024 * 1024);
+    let reply = app
+        .call(Method::POST, &path, Some(json!({"memory": 2})))
+        .await;
+    let message = assert_envelope(&reply, 400, &path);
+    assert!(message.contains("more than the new limit"), "{message}");
+    assert_eq!(app.runtime.limits(&id).unwrap().memory_mib, 4096);
+    // ... but a decrease that still fits is applied.
+    app.runtime.set_memory_usage(&id, 100 * 1024 * 1024);
+    let reply = app
+        .call(Method::POST, &path, Some(json!({"memory": 1})))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(app.runtime.limits(&id).unwrap().memory_mib, 1024);
+
+    // Disk cannot change; the same value, or none at all, is fine.
+    let reply = app
+        .call(Method::POST, &path, Some(json!({"disk": 10})))
+        .await;
+    let message = assert_envelope(&reply, 400, &path);
+    assert!(message.contains("no per-sandbox disk quota"), "{message}");
+    let reply = app
+        .call(Method::POST, &path, Some(json!({"cpu": 1, "disk": 3})))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    // Nothing to change, invalid values, unknown sandboxes.
+    assert_envelope(
+        &app.call(Method::POST, &path, Some(json!({}))).await,
+        400,
+        &path,
+    );
+    assert_envelope(
+        &app.call(Method::POST, &path, Some(json!({"cpu": 0}))).await,
+        400,
+        &path,
+    );
+    let missing = "/api/sandbox/nope/resize";
+    assert_envelope(
+        &app.call(Method::POST, missing, Some(json!({"cpu": 2})))
+            .await,
+        404,
+        missing,
+    );
+
+    // Stopped: recorded without touching the runtime, applied by the next start.
+    let reply = app
+        .call(Method::POST, &format!("/api/sandbox/{id}/stop"), None)
+        .await;
+    assert_eq!(reply.body["state"], "stopped");
+    let resizes_before = app
+        .runtime
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Resize { .. }))
+        .count();
+    let reply = app
+        .call(Method::POST, &path, Some(json!({"cpu": 3, "memory": 5})))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["state"], "stopped");
+    assert_eq!(
+        (&reply.body["cpu"], &reply.body["memory"]),
+        (&json!(3), &json!(5))
+    );
+    let resizes_after = app
+        .runtime
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Resize { .. }))
+        .count();
+    assert_eq!(resizes_before, resizes_after);
+    let reply = app
+        .call(Method::POST, &format!("/api/sandbox/{id}/start"), None)
+        .await;
+    assert_eq!(reply.body["state"], "started");
+    let spec = app.runtime.spec(&id).unwrap();
+    assert_eq!(
+        (spec.resources.cpu, spec.resources.memory_mib),
+        (3, 5 * 1024)
+    );
+}
