@@ -29,10 +29,9 @@ use rand::distributions::{Alphanumeric, DistString};
 use sandbar_core::{Sandbox, SandboxState};
 use sandbar_wire::agent::{TUNNEL_PATH, TUNNEL_PROTOCOL};
 use tokio::net::UnixStream;
-use tracing::debug;
 use uuid::Uuid;
 
-use crate::controllers::toolbox::forward;
+use crate::controllers::toolbox::{agent_connection, forward};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -329,18 +328,7 @@ async fn open_tunnel(
                 id: id.clone(),
                 source,
             })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ApiError::Proxy {
-            id: id.clone(),
-            source,
-        })?;
-    let conn_id = id.clone();
-    tokio::spawn(async move {
-        if let Err(err) = connection.with_upgrades().await {
-            debug!(sandbox = %conn_id, error = %err, "tunnel connection ended with an error");
-        }
-    });
+    let mut sender = agent_connection(stream, &id, "tunnel").await?;
     let request = axum::http::Request::builder()
         .method("GET")
         .uri(format!("{TUNNEL_PATH}/{port}"))

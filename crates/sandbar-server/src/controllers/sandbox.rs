@@ -558,6 +558,18 @@ pub async fn set_labels(
     }))
 }
 
+/// [`minutes`] for intervals where a negative value means nothing (auto-stop, auto-archive).
+fn non_negative_minutes(text: &str) -> Result<i64, ApiError> {
+    let value = minutes(text)?;
+    if value < 0 {
+        return Err(ApiError::InvalidParameter {
+            name: "interval",
+            message: "must not be negative".to_owned(),
+        });
+    }
+    Ok(value)
+}
+
 fn minutes(text: &str) -> Result<i64, ApiError> {
     text.parse().map_err(|_| ApiError::InvalidParameter {
         name: "interval",
@@ -583,13 +595,7 @@ pub async fn set_auto_stop(
     org: AuthOrg,
     PathParams((id, value)): PathParams<(String, String)>,
 ) -> Result<Json<api::Sandbox>, ApiError> {
-    let value = minutes(&value)?;
-    if value < 0 {
-        return Err(ApiError::InvalidParameter {
-            name: "interval",
-            message: "must not be negative".to_owned(),
-        });
-    }
+    let value = non_negative_minutes(&value)?;
     let sandbox = change(&state, org, &id, SandboxChange::AutoStopInterval(value)).await?;
     Ok(Json(to_wire(&state, &sandbox)))
 }
@@ -612,13 +618,7 @@ pub async fn set_auto_archive(
     org: AuthOrg,
     PathParams((id, value)): PathParams<(String, String)>,
 ) -> Result<Json<api::Sandbox>, ApiError> {
-    let value = minutes(&value)?;
-    if value < 0 {
-        return Err(ApiError::InvalidParameter {
-            name: "interval",
-            message: "must not be negative".to_owned(),
-        });
-    }
+    let value = non_negative_minutes(&value)?;
     let sandbox = change(&state, org, &id, SandboxChange::AutoArchiveInterval(value)).await?;
     Ok(Json(to_wire(&state, &sandbox)))
 }

@@ -162,6 +162,31 @@ pub async fn proxy(
 /// and `x-sandbar-*` headers are dropped; `prepare` adds or replaces headers.
 /// A `101 Switching Protocols` answer splices both upgraded connections; the request and any
 /// open upgraded connection count as activity of `sandbox_id`.
+/// An HTTP/1.1 client connection to the agent over `io` (its socket, or a tunnel through it),
+/// driven by a background task that also carries upgrades.
+pub(crate) async fn agent_connection<T>(
+    io: T,
+    id: &str,
+    what: &'static str,
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, ApiError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|source| ApiError::Proxy {
+            id: id.to_owned(),
+            source,
+        })?;
+    let conn_id = id.to_owned();
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            debug!(sandbox = %conn_id, error = %err, "{what} connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
 pub(crate) async fn forward<T>(
     state: &AppState,
     sandbox_id: Uuid,
@@ -174,18 +199,7 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let id = sandbox_id.to_string();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|source| ApiError::Proxy {
-            id: id.clone(),
-            source,
-        })?;
-    let conn_id = id.clone();
-    tokio::spawn(async move {
-        if let Err(err) = connection.with_upgrades().await {
-            debug!(sandbox = %conn_id, error = %err, "agent connection ended with an error");
-        }
-    });
+    let mut sender = agent_connection(io, &id, "agent").await?;
 
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = if upgrade {
