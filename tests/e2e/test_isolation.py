@@ -259,6 +259,19 @@ def test_memory_limit_oom_kills_with_137_and_sandbox_survives(daytona, create_sa
     assert support.state_of(daytona.get(sb.id)) == "started"
 
 
+@pytest.mark.parametrize("mount", ["/tmp", "/dev/shm"])
+def test_filling_a_tmpfs_fails_with_enospc_and_sandbox_survives(daytona, create_sandbox, mount):
+    # tmpfs pages are charged to the sandbox's memory limit: without a size cap, filling /tmp
+    # would OOM-kill the sandbox instead of failing the write.
+    sb = create_sandbox()
+    limit_gib = sb.memory or 1
+    code, out = sh(sb, f"head -c {limit_gib + 1}G /dev/zero > {mount}/fill", timeout=180)
+    assert code != 0 and "No space left on device" in out, f"filling {mount}: exit {code}: {out[-500:]}"
+    code, out = sh(sb, f"rm -f {mount}/fill && echo ok")
+    assert (code, out.strip()) == (0, "ok")
+    assert support.state_of(daytona.get(sb.id)) == "started"
+
+
 def test_fork_bomb_is_stopped_by_pids_limit(server, daytona, create_sandbox):
     sb = create_sandbox()
     pids_max_file = support.cgroup_file(sb.id, "pids", "pids.max")

@@ -14,6 +14,11 @@ pub struct JailConfig {
     /// Root filesystem: an overlay of `root` with, optionally, a second overlay at `/usr`.
     pub root: OverlayLayer,
     pub usr: Option<OverlayLayer>,
+    /// Size limits (bytes) of the tmpfs at `/tmp` and `/dev/shm`. tmpfs pages are charged to
+    /// the sandbox's memory cgroup: without a cap, filling `/tmp` would OOM-kill the sandbox
+    /// instead of failing the write with ENOSPC.
+    pub tmp_size: u64,
+    pub shm_size: u64,
     /// Bind mounts applied inside the new root after the overlays (files or directories).
     pub binds: Vec<BindMount>,
     /// cgroup directories (one per v1 controller, or the single v2 directory) to join.

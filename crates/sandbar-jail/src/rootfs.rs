@@ -100,7 +100,7 @@ pub fn build(config: &JailConfig, userns: BorrowedFd<'_>) -> Result<(), JailErro
         &dev.join("shm"),
         Some("tmpfs"),
         nosuid_nodev,
-        Some(format!("mode=1777,uid={base},gid={base}").as_str()),
+        Some(format!("mode=1777,uid={base},gid={base},size={}", config.shm_size).as_str()),
     )
     .map_err(|e| JailError::sys("mount /dev/shm", nix_io(e)))?;
 
@@ -111,7 +111,7 @@ pub fn build(config: &JailConfig, userns: BorrowedFd<'_>) -> Result<(), JailErro
         &tmp,
         Some("tmpfs"),
         nosuid_nodev,
-        Some(format!("mode=1777,uid={base},gid={base}").as_str()),
+        Some(format!("mode=1777,uid={base},gid={base},size={}", config.tmp_size).as_str()),
     )
     .map_err(|e| JailError::sys("mount /tmp", nix_io(e)))?;
 

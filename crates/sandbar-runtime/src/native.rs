@@ -297,6 +297,10 @@ impl NativeRuntime {
                 ("SANDBAR_AGENT_CONFIG".into(), agent),
             ],
             log_path: dir.join("agent.log"),
+            // Half of the memory limit for /tmp and a quarter for /dev/shm: filling both still
+            // leaves the sandbox's processes a quarter.
+            tmp_size: spec.resources.memory_mib * 1024 * 1024 / 2,
+            shm_size: spec.resources.memory_mib * 1024 * 1024 / 4,
             network: NetworkConfig {
                 block_all: !network,
                 slirp4netns: if network {
