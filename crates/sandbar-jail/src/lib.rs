@@ -219,8 +219,7 @@ pub fn run(config: &JailConfig) -> Result<JailResult, JailError> {
 /// Binds a unix socket at `path`, through `/proc/self/fd/<dir>/<name>` when the path is
 /// longer than `sun_path` allows.
 fn bind_socket(path: &std::path::Path) -> std::io::Result<UnixListener> {
-    const MAX_SOCKET_PATH: usize = 107;
-    if path.as_os_str().len() <= MAX_SOCKET_PATH {
+    if path.as_os_str().len() <= sys::MAX_SOCKET_PATH {
         return UnixListener::bind(path);
     }
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
@@ -292,8 +291,8 @@ fn map_user_namespace(
     Ok(ns.into())
 }
 
-/// The error and its sources on one line, for the error pipe.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// The error and its sources on one line (for the error pipe and the helper's stderr).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

@@ -44,8 +44,6 @@ use crate::{ExitInfo, Launched, Resources, RuntimeError, SandboxRuntime, Sandbox
 const UID_FIRST: u32 = 1 << 20;
 const ID_COUNT: u32 = 65536;
 const MAX_SLOTS: u32 = 60_000;
-/// `sun_path` holds 108 bytes including the NUL.
-const MAX_SOCKET_PATH: usize = 107;
 
 #[derive(Debug, Clone)]
 pub struct NativeConfig {
@@ -532,7 +530,7 @@ impl SandboxRuntime for NativeRuntime {
 
     fn agent_socket(&self, id: &str) -> PathBuf {
         let path = self.sandbox_dir(id).join("agent.sock");
-        if path.as_os_str().len() <= MAX_SOCKET_PATH {
+        if path.as_os_str().len() <= sandbar_jail::sys::MAX_SOCKET_PATH {
             return path;
         }
         use std::os::fd::AsRawFd;

@@ -83,14 +83,7 @@ fn jail() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message.push_str(": ");
-                message.push_str(&s.to_string());
-                source = s.source();
-            }
-            eprintln!("{message}");
+            eprintln!("{}", sandbar_jail::error_chain(&e));
             ExitCode::FAILURE
         }
     }
